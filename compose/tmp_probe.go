@@ -1,0 +1,3 @@
+package compose
+
+import _ "github.com/compose-spec/compose-go/v2/loader"
