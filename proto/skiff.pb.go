@@ -5575,6 +5575,110 @@ func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
 	return file_skiff_proto_rawDescGZIP(), []int{60}
 }
 
+type JoinManagerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	ApiAddr       string                 `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinManagerRequest) Reset() {
+	*x = JoinManagerRequest{}
+	mi := &file_skiff_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinManagerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinManagerRequest) ProtoMessage() {}
+
+func (x *JoinManagerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinManagerRequest.ProtoReflect.Descriptor instead.
+func (*JoinManagerRequest) Descriptor() ([]byte, []int) {
+	return file_skiff_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *JoinManagerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JoinManagerRequest) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *JoinManagerRequest) GetApiAddr() string {
+	if x != nil {
+		return x.ApiAddr
+	}
+	return ""
+}
+
+type JoinManagerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinManagerResponse) Reset() {
+	*x = JoinManagerResponse{}
+	mi := &file_skiff_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinManagerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinManagerResponse) ProtoMessage() {}
+
+func (x *JoinManagerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinManagerResponse.ProtoReflect.Descriptor instead.
+func (*JoinManagerResponse) Descriptor() ([]byte, []int) {
+	return file_skiff_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *JoinManagerResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 type ClusterInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -5583,7 +5687,7 @@ type ClusterInfoRequest struct {
 
 func (x *ClusterInfoRequest) Reset() {
 	*x = ClusterInfoRequest{}
-	mi := &file_skiff_proto_msgTypes[61]
+	mi := &file_skiff_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5595,7 +5699,7 @@ func (x *ClusterInfoRequest) String() string {
 func (*ClusterInfoRequest) ProtoMessage() {}
 
 func (x *ClusterInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[61]
+	mi := &file_skiff_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5608,7 +5712,7 @@ func (x *ClusterInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInfoRequest.ProtoReflect.Descriptor instead.
 func (*ClusterInfoRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{61}
+	return file_skiff_proto_rawDescGZIP(), []int{63}
 }
 
 // ManagerInfo describes one member of the Raft configuration.
@@ -5627,7 +5731,7 @@ type ManagerInfo struct {
 
 func (x *ManagerInfo) Reset() {
 	*x = ManagerInfo{}
-	mi := &file_skiff_proto_msgTypes[62]
+	mi := &file_skiff_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5639,7 +5743,7 @@ func (x *ManagerInfo) String() string {
 func (*ManagerInfo) ProtoMessage() {}
 
 func (x *ManagerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[62]
+	mi := &file_skiff_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5652,7 +5756,7 @@ func (x *ManagerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagerInfo.ProtoReflect.Descriptor instead.
 func (*ManagerInfo) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{62}
+	return file_skiff_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ManagerInfo) GetName() string {
@@ -5715,7 +5819,7 @@ type ClusterInfoResponse struct {
 
 func (x *ClusterInfoResponse) Reset() {
 	*x = ClusterInfoResponse{}
-	mi := &file_skiff_proto_msgTypes[63]
+	mi := &file_skiff_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5727,7 +5831,7 @@ func (x *ClusterInfoResponse) String() string {
 func (*ClusterInfoResponse) ProtoMessage() {}
 
 func (x *ClusterInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[63]
+	mi := &file_skiff_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5740,7 +5844,7 @@ func (x *ClusterInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInfoResponse.ProtoReflect.Descriptor instead.
 func (*ClusterInfoResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{63}
+	return file_skiff_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ClusterInfoResponse) GetClusterId() string {
@@ -5825,7 +5929,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_skiff_proto_msgTypes[64]
+	mi := &file_skiff_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5837,7 +5941,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[64]
+	mi := &file_skiff_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5850,7 +5954,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{64}
+	return file_skiff_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *WatchRequest) GetKinds() []WatchKind {
@@ -5890,7 +5994,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_skiff_proto_msgTypes[65]
+	mi := &file_skiff_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5902,7 +6006,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[65]
+	mi := &file_skiff_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5915,7 +6019,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{65}
+	return file_skiff_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *WatchEvent) GetAction() WatchAction {
@@ -6001,7 +6105,7 @@ type ServiceLogsRequest struct {
 
 func (x *ServiceLogsRequest) Reset() {
 	*x = ServiceLogsRequest{}
-	mi := &file_skiff_proto_msgTypes[66]
+	mi := &file_skiff_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6013,7 +6117,7 @@ func (x *ServiceLogsRequest) String() string {
 func (*ServiceLogsRequest) ProtoMessage() {}
 
 func (x *ServiceLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[66]
+	mi := &file_skiff_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6026,7 +6130,7 @@ func (x *ServiceLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceLogsRequest.ProtoReflect.Descriptor instead.
 func (*ServiceLogsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{66}
+	return file_skiff_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ServiceLogsRequest) GetService() string {
@@ -6073,7 +6177,7 @@ type LogMessage struct {
 
 func (x *LogMessage) Reset() {
 	*x = LogMessage{}
-	mi := &file_skiff_proto_msgTypes[67]
+	mi := &file_skiff_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6085,7 +6189,7 @@ func (x *LogMessage) String() string {
 func (*LogMessage) ProtoMessage() {}
 
 func (x *LogMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[67]
+	mi := &file_skiff_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6098,7 +6202,7 @@ func (x *LogMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogMessage.ProtoReflect.Descriptor instead.
 func (*LogMessage) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{67}
+	return file_skiff_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *LogMessage) GetTaskId() string {
@@ -6165,7 +6269,7 @@ type AgentMessage struct {
 
 func (x *AgentMessage) Reset() {
 	*x = AgentMessage{}
-	mi := &file_skiff_proto_msgTypes[68]
+	mi := &file_skiff_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6177,7 +6281,7 @@ func (x *AgentMessage) String() string {
 func (*AgentMessage) ProtoMessage() {}
 
 func (x *AgentMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[68]
+	mi := &file_skiff_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6190,7 +6294,7 @@ func (x *AgentMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentMessage.ProtoReflect.Descriptor instead.
 func (*AgentMessage) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{68}
+	return file_skiff_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *AgentMessage) GetMsg() isAgentMessage_Msg {
@@ -6265,7 +6369,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_skiff_proto_msgTypes[69]
+	mi := &file_skiff_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6277,7 +6381,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[69]
+	mi := &file_skiff_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6290,7 +6394,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{69}
+	return file_skiff_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *Register) GetNodeId() string {
@@ -6329,7 +6433,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_skiff_proto_msgTypes[70]
+	mi := &file_skiff_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6341,7 +6445,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[70]
+	mi := &file_skiff_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6354,7 +6458,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{70}
+	return file_skiff_proto_rawDescGZIP(), []int{72}
 }
 
 // TaskStatusBatch reports the observed status of many tasks at once.
@@ -6367,7 +6471,7 @@ type TaskStatusBatch struct {
 
 func (x *TaskStatusBatch) Reset() {
 	*x = TaskStatusBatch{}
-	mi := &file_skiff_proto_msgTypes[71]
+	mi := &file_skiff_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6379,7 +6483,7 @@ func (x *TaskStatusBatch) String() string {
 func (*TaskStatusBatch) ProtoMessage() {}
 
 func (x *TaskStatusBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[71]
+	mi := &file_skiff_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6392,7 +6496,7 @@ func (x *TaskStatusBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStatusBatch.ProtoReflect.Descriptor instead.
 func (*TaskStatusBatch) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{71}
+	return file_skiff_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *TaskStatusBatch) GetUpdates() []*TaskStatusUpdate {
@@ -6419,7 +6523,7 @@ type ManagerMessage struct {
 
 func (x *ManagerMessage) Reset() {
 	*x = ManagerMessage{}
-	mi := &file_skiff_proto_msgTypes[72]
+	mi := &file_skiff_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6431,7 +6535,7 @@ func (x *ManagerMessage) String() string {
 func (*ManagerMessage) ProtoMessage() {}
 
 func (x *ManagerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[72]
+	mi := &file_skiff_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6444,7 +6548,7 @@ func (x *ManagerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagerMessage.ProtoReflect.Descriptor instead.
 func (*ManagerMessage) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{72}
+	return file_skiff_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ManagerMessage) GetMsg() isManagerMessage_Msg {
@@ -6548,7 +6652,7 @@ type SessionAccepted struct {
 
 func (x *SessionAccepted) Reset() {
 	*x = SessionAccepted{}
-	mi := &file_skiff_proto_msgTypes[73]
+	mi := &file_skiff_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6560,7 +6664,7 @@ func (x *SessionAccepted) String() string {
 func (*SessionAccepted) ProtoMessage() {}
 
 func (x *SessionAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[73]
+	mi := &file_skiff_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6573,7 +6677,7 @@ func (x *SessionAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionAccepted.ProtoReflect.Descriptor instead.
 func (*SessionAccepted) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{73}
+	return file_skiff_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *SessionAccepted) GetNodeId() string {
@@ -6614,7 +6718,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_skiff_proto_msgTypes[74]
+	mi := &file_skiff_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6626,7 +6730,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[74]
+	mi := &file_skiff_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6639,7 +6743,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{74}
+	return file_skiff_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *HeartbeatAck) GetHeartbeatPeriod() int64 {
@@ -6660,7 +6764,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_skiff_proto_msgTypes[75]
+	mi := &file_skiff_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6672,7 +6776,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[75]
+	mi := &file_skiff_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6685,7 +6789,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{75}
+	return file_skiff_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *Redirect) GetLeaderAddr() string {
@@ -6708,7 +6812,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_skiff_proto_msgTypes[76]
+	mi := &file_skiff_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6720,7 +6824,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[76]
+	mi := &file_skiff_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6733,7 +6837,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{76}
+	return file_skiff_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *Assignment) GetTask() *Task {
@@ -6771,7 +6875,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_skiff_proto_msgTypes[77]
+	mi := &file_skiff_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6783,7 +6887,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[77]
+	mi := &file_skiff_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6796,7 +6900,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{77}
+	return file_skiff_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *Assignments) GetFull() bool {
@@ -6835,7 +6939,7 @@ type LogSubscription struct {
 
 func (x *LogSubscription) Reset() {
 	*x = LogSubscription{}
-	mi := &file_skiff_proto_msgTypes[78]
+	mi := &file_skiff_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6847,7 +6951,7 @@ func (x *LogSubscription) String() string {
 func (*LogSubscription) ProtoMessage() {}
 
 func (x *LogSubscription) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[78]
+	mi := &file_skiff_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6860,7 +6964,7 @@ func (x *LogSubscription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogSubscription.ProtoReflect.Descriptor instead.
 func (*LogSubscription) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{78}
+	return file_skiff_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *LogSubscription) GetId() string {
@@ -6905,13 +7009,16 @@ type PublishLogsMessage struct {
 	SubscriptionId string                 `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
 	Messages       []*LogMessage          `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
 	Close          bool                   `protobuf:"varint,3,opt,name=close,proto3" json:"close,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// node_id is the publishing node, so the leader knows whose part of the
+	// subscription a close ends.
+	NodeId        string `protobuf:"bytes,4,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PublishLogsMessage) Reset() {
 	*x = PublishLogsMessage{}
-	mi := &file_skiff_proto_msgTypes[79]
+	mi := &file_skiff_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6923,7 +7030,7 @@ func (x *PublishLogsMessage) String() string {
 func (*PublishLogsMessage) ProtoMessage() {}
 
 func (x *PublishLogsMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[79]
+	mi := &file_skiff_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6936,7 +7043,7 @@ func (x *PublishLogsMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishLogsMessage.ProtoReflect.Descriptor instead.
 func (*PublishLogsMessage) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{79}
+	return file_skiff_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *PublishLogsMessage) GetSubscriptionId() string {
@@ -6960,6 +7067,13 @@ func (x *PublishLogsMessage) GetClose() bool {
 	return false
 }
 
+func (x *PublishLogsMessage) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
 type PublishLogsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -6968,7 +7082,7 @@ type PublishLogsResponse struct {
 
 func (x *PublishLogsResponse) Reset() {
 	*x = PublishLogsResponse{}
-	mi := &file_skiff_proto_msgTypes[80]
+	mi := &file_skiff_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6980,7 +7094,7 @@ func (x *PublishLogsResponse) String() string {
 func (*PublishLogsResponse) ProtoMessage() {}
 
 func (x *PublishLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[80]
+	mi := &file_skiff_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6993,7 +7107,7 @@ func (x *PublishLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishLogsResponse.ProtoReflect.Descriptor instead.
 func (*PublishLogsResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{80}
+	return file_skiff_proto_rawDescGZIP(), []int{82}
 }
 
 var File_skiff_proto protoreflect.FileDescriptor
@@ -7390,7 +7504,14 @@ const file_skiff_proto_rawDesc = "" +
 	"\x11RemoveNodeRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"\x14\n" +
-	"\x12RemoveNodeResponse\"\x14\n" +
+	"\x12RemoveNodeResponse\"`\n" +
+	"\x12JoinManagerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
+	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\"4\n" +
+	"\x13JoinManagerResponse\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\"\x14\n" +
 	"\x12ClusterInfoRequest\"\xc9\x01\n" +
 	"\vManagerInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
@@ -7488,11 +7609,12 @@ const file_skiff_proto_rawDesc = "" +
 	"\btask_ids\x18\x02 \x03(\tR\ataskIds\x12\x16\n" +
 	"\x06follow\x18\x03 \x01(\bR\x06follow\x12\x12\n" +
 	"\x04tail\x18\x04 \x01(\x03R\x04tail\x12\x14\n" +
-	"\x05close\x18\x05 \x01(\bR\x05close\"\x85\x01\n" +
+	"\x05close\x18\x05 \x01(\bR\x05close\"\x9e\x01\n" +
 	"\x12PublishLogsMessage\x12'\n" +
 	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x120\n" +
 	"\bmessages\x18\x02 \x03(\v2\x14.skiff.v1.LogMessageR\bmessages\x12\x14\n" +
-	"\x05close\x18\x03 \x01(\bR\x05close\"\x15\n" +
+	"\x05close\x18\x03 \x01(\bR\x05close\x12\x17\n" +
+	"\anode_id\x18\x04 \x01(\tR\x06nodeId\"\x15\n" +
 	"\x13PublishLogsResponse*7\n" +
 	"\bNodeRole\x12\x14\n" +
 	"\x10NODE_ROLE_WORKER\x10\x00\x12\x15\n" +
@@ -7581,7 +7703,7 @@ const file_skiff_proto_rawDesc = "" +
 	"\x13WATCH_ACTION_DELETE\x10\x01*9\n" +
 	"\tLogStream\x12\x15\n" +
 	"\x11LOG_STREAM_STDOUT\x10\x00\x12\x15\n" +
-	"\x11LOG_STREAM_STDERR\x10\x012\xd8\a\n" +
+	"\x11LOG_STREAM_STDERR\x10\x012\xa4\b\n" +
 	"\aControl\x12J\n" +
 	"\vDeployStack\x12\x1c.skiff.v1.DeployStackRequest\x1a\x1d.skiff.v1.DeployStackResponse\x12J\n" +
 	"\vRemoveStack\x12\x1c.skiff.v1.RemoveStackRequest\x1a\x1d.skiff.v1.RemoveStackResponse\x12G\n" +
@@ -7598,7 +7720,8 @@ const file_skiff_proto_rawDesc = "" +
 	"UpdateNode\x12\x1b.skiff.v1.UpdateNodeRequest\x1a\x0e.skiff.v1.Node\x12G\n" +
 	"\n" +
 	"RemoveNode\x12\x1b.skiff.v1.RemoveNodeRequest\x1a\x1c.skiff.v1.RemoveNodeResponse\x12J\n" +
-	"\vClusterInfo\x12\x1c.skiff.v1.ClusterInfoRequest\x1a\x1d.skiff.v1.ClusterInfoResponse\x127\n" +
+	"\vClusterInfo\x12\x1c.skiff.v1.ClusterInfoRequest\x1a\x1d.skiff.v1.ClusterInfoResponse\x12J\n" +
+	"\vJoinManager\x12\x1c.skiff.v1.JoinManagerRequest\x1a\x1d.skiff.v1.JoinManagerResponse\x127\n" +
 	"\x05Watch\x12\x16.skiff.v1.WatchRequest\x1a\x14.skiff.v1.WatchEvent0\x01\x12C\n" +
 	"\vServiceLogs\x12\x1c.skiff.v1.ServiceLogsRequest\x1a\x14.skiff.v1.LogMessage0\x012\x9b\x01\n" +
 	"\n" +
@@ -7619,7 +7742,7 @@ func file_skiff_proto_rawDescGZIP() []byte {
 }
 
 var file_skiff_proto_enumTypes = make([]protoimpl.EnumInfo, 20)
-var file_skiff_proto_msgTypes = make([]protoimpl.MessageInfo, 92)
+var file_skiff_proto_msgTypes = make([]protoimpl.MessageInfo, 94)
 var file_skiff_proto_goTypes = []any{
 	(NodeRole)(0),                 // 0: skiff.v1.NodeRole
 	(NodeAvailability)(0),         // 1: skiff.v1.NodeAvailability
@@ -7702,43 +7825,45 @@ var file_skiff_proto_goTypes = []any{
 	(*UpdateNodeRequest)(nil),     // 78: skiff.v1.UpdateNodeRequest
 	(*RemoveNodeRequest)(nil),     // 79: skiff.v1.RemoveNodeRequest
 	(*RemoveNodeResponse)(nil),    // 80: skiff.v1.RemoveNodeResponse
-	(*ClusterInfoRequest)(nil),    // 81: skiff.v1.ClusterInfoRequest
-	(*ManagerInfo)(nil),           // 82: skiff.v1.ManagerInfo
-	(*ClusterInfoResponse)(nil),   // 83: skiff.v1.ClusterInfoResponse
-	(*WatchRequest)(nil),          // 84: skiff.v1.WatchRequest
-	(*WatchEvent)(nil),            // 85: skiff.v1.WatchEvent
-	(*ServiceLogsRequest)(nil),    // 86: skiff.v1.ServiceLogsRequest
-	(*LogMessage)(nil),            // 87: skiff.v1.LogMessage
-	(*AgentMessage)(nil),          // 88: skiff.v1.AgentMessage
-	(*Register)(nil),              // 89: skiff.v1.Register
-	(*Heartbeat)(nil),             // 90: skiff.v1.Heartbeat
-	(*TaskStatusBatch)(nil),       // 91: skiff.v1.TaskStatusBatch
-	(*ManagerMessage)(nil),        // 92: skiff.v1.ManagerMessage
-	(*SessionAccepted)(nil),       // 93: skiff.v1.SessionAccepted
-	(*HeartbeatAck)(nil),          // 94: skiff.v1.HeartbeatAck
-	(*Redirect)(nil),              // 95: skiff.v1.Redirect
-	(*Assignment)(nil),            // 96: skiff.v1.Assignment
-	(*Assignments)(nil),           // 97: skiff.v1.Assignments
-	(*LogSubscription)(nil),       // 98: skiff.v1.LogSubscription
-	(*PublishLogsMessage)(nil),    // 99: skiff.v1.PublishLogsMessage
-	(*PublishLogsResponse)(nil),   // 100: skiff.v1.PublishLogsResponse
-	nil,                           // 101: skiff.v1.NodeSpec.LabelsEntry
-	nil,                           // 102: skiff.v1.NodeDescription.EngineLabelsEntry
-	nil,                           // 103: skiff.v1.NetworkSpec.LabelsEntry
-	nil,                           // 104: skiff.v1.Mount.VolumeLabelsEntry
-	nil,                           // 105: skiff.v1.Mount.VolumeDriverOptsEntry
-	nil,                           // 106: skiff.v1.ContainerSpec.LabelsEntry
-	nil,                           // 107: skiff.v1.ContainerSpec.SysctlsEntry
-	nil,                           // 108: skiff.v1.ServiceSpec.LabelsEntry
-	nil,                           // 109: skiff.v1.Stack.LabelsEntry
-	nil,                           // 110: skiff.v1.StackSpec.LabelsEntry
-	nil,                           // 111: skiff.v1.UpdateNodeRequest.LabelAddEntry
+	(*JoinManagerRequest)(nil),    // 81: skiff.v1.JoinManagerRequest
+	(*JoinManagerResponse)(nil),   // 82: skiff.v1.JoinManagerResponse
+	(*ClusterInfoRequest)(nil),    // 83: skiff.v1.ClusterInfoRequest
+	(*ManagerInfo)(nil),           // 84: skiff.v1.ManagerInfo
+	(*ClusterInfoResponse)(nil),   // 85: skiff.v1.ClusterInfoResponse
+	(*WatchRequest)(nil),          // 86: skiff.v1.WatchRequest
+	(*WatchEvent)(nil),            // 87: skiff.v1.WatchEvent
+	(*ServiceLogsRequest)(nil),    // 88: skiff.v1.ServiceLogsRequest
+	(*LogMessage)(nil),            // 89: skiff.v1.LogMessage
+	(*AgentMessage)(nil),          // 90: skiff.v1.AgentMessage
+	(*Register)(nil),              // 91: skiff.v1.Register
+	(*Heartbeat)(nil),             // 92: skiff.v1.Heartbeat
+	(*TaskStatusBatch)(nil),       // 93: skiff.v1.TaskStatusBatch
+	(*ManagerMessage)(nil),        // 94: skiff.v1.ManagerMessage
+	(*SessionAccepted)(nil),       // 95: skiff.v1.SessionAccepted
+	(*HeartbeatAck)(nil),          // 96: skiff.v1.HeartbeatAck
+	(*Redirect)(nil),              // 97: skiff.v1.Redirect
+	(*Assignment)(nil),            // 98: skiff.v1.Assignment
+	(*Assignments)(nil),           // 99: skiff.v1.Assignments
+	(*LogSubscription)(nil),       // 100: skiff.v1.LogSubscription
+	(*PublishLogsMessage)(nil),    // 101: skiff.v1.PublishLogsMessage
+	(*PublishLogsResponse)(nil),   // 102: skiff.v1.PublishLogsResponse
+	nil,                           // 103: skiff.v1.NodeSpec.LabelsEntry
+	nil,                           // 104: skiff.v1.NodeDescription.EngineLabelsEntry
+	nil,                           // 105: skiff.v1.NetworkSpec.LabelsEntry
+	nil,                           // 106: skiff.v1.Mount.VolumeLabelsEntry
+	nil,                           // 107: skiff.v1.Mount.VolumeDriverOptsEntry
+	nil,                           // 108: skiff.v1.ContainerSpec.LabelsEntry
+	nil,                           // 109: skiff.v1.ContainerSpec.SysctlsEntry
+	nil,                           // 110: skiff.v1.ServiceSpec.LabelsEntry
+	nil,                           // 111: skiff.v1.Stack.LabelsEntry
+	nil,                           // 112: skiff.v1.StackSpec.LabelsEntry
+	nil,                           // 113: skiff.v1.UpdateNodeRequest.LabelAddEntry
 }
 var file_skiff_proto_depIdxs = []int32{
 	1,   // 0: skiff.v1.NodeSpec.availability:type_name -> skiff.v1.NodeAvailability
-	101, // 1: skiff.v1.NodeSpec.labels:type_name -> skiff.v1.NodeSpec.LabelsEntry
+	103, // 1: skiff.v1.NodeSpec.labels:type_name -> skiff.v1.NodeSpec.LabelsEntry
 	21,  // 2: skiff.v1.NodeDescription.resources:type_name -> skiff.v1.Resources
-	102, // 3: skiff.v1.NodeDescription.engine_labels:type_name -> skiff.v1.NodeDescription.EngineLabelsEntry
+	104, // 3: skiff.v1.NodeDescription.engine_labels:type_name -> skiff.v1.NodeDescription.EngineLabelsEntry
 	2,   // 4: skiff.v1.NodeStatus.state:type_name -> skiff.v1.NodeState
 	3,   // 5: skiff.v1.ManagerStatus.reachability:type_name -> skiff.v1.Reachability
 	20,  // 6: skiff.v1.Node.meta:type_name -> skiff.v1.Meta
@@ -7748,7 +7873,7 @@ var file_skiff_proto_depIdxs = []int32{
 	24,  // 10: skiff.v1.Node.status:type_name -> skiff.v1.NodeStatus
 	25,  // 11: skiff.v1.Node.manager_status:type_name -> skiff.v1.ManagerStatus
 	26,  // 12: skiff.v1.Node.attachments:type_name -> skiff.v1.NetworkAttachment
-	103, // 13: skiff.v1.NetworkSpec.labels:type_name -> skiff.v1.NetworkSpec.LabelsEntry
+	105, // 13: skiff.v1.NetworkSpec.labels:type_name -> skiff.v1.NetworkSpec.LabelsEntry
 	20,  // 14: skiff.v1.Network.meta:type_name -> skiff.v1.Meta
 	28,  // 15: skiff.v1.Network.spec:type_name -> skiff.v1.NetworkSpec
 	5,   // 16: skiff.v1.RestartPolicy.condition:type_name -> skiff.v1.RestartCondition
@@ -7760,15 +7885,15 @@ var file_skiff_proto_depIdxs = []int32{
 	10,  // 22: skiff.v1.EndpointSpec.mode:type_name -> skiff.v1.EndpointMode
 	34,  // 23: skiff.v1.EndpointSpec.ports:type_name -> skiff.v1.PortConfig
 	11,  // 24: skiff.v1.Mount.type:type_name -> skiff.v1.MountType
-	104, // 25: skiff.v1.Mount.volume_labels:type_name -> skiff.v1.Mount.VolumeLabelsEntry
-	105, // 26: skiff.v1.Mount.volume_driver_opts:type_name -> skiff.v1.Mount.VolumeDriverOptsEntry
-	106, // 27: skiff.v1.ContainerSpec.labels:type_name -> skiff.v1.ContainerSpec.LabelsEntry
+	106, // 25: skiff.v1.Mount.volume_labels:type_name -> skiff.v1.Mount.VolumeLabelsEntry
+	107, // 26: skiff.v1.Mount.volume_driver_opts:type_name -> skiff.v1.Mount.VolumeDriverOptsEntry
+	108, // 27: skiff.v1.ContainerSpec.labels:type_name -> skiff.v1.ContainerSpec.LabelsEntry
 	36,  // 28: skiff.v1.ContainerSpec.mounts:type_name -> skiff.v1.Mount
 	37,  // 29: skiff.v1.ContainerSpec.healthcheck:type_name -> skiff.v1.HealthConfig
-	107, // 30: skiff.v1.ContainerSpec.sysctls:type_name -> skiff.v1.ContainerSpec.SysctlsEntry
+	109, // 30: skiff.v1.ContainerSpec.sysctls:type_name -> skiff.v1.ContainerSpec.SysctlsEntry
 	38,  // 31: skiff.v1.ContainerSpec.ulimits:type_name -> skiff.v1.Ulimit
 	12,  // 32: skiff.v1.Dependency.condition:type_name -> skiff.v1.DependencyCondition
-	108, // 33: skiff.v1.ServiceSpec.labels:type_name -> skiff.v1.ServiceSpec.LabelsEntry
+	110, // 33: skiff.v1.ServiceSpec.labels:type_name -> skiff.v1.ServiceSpec.LabelsEntry
 	39,  // 34: skiff.v1.ServiceSpec.container:type_name -> skiff.v1.ContainerSpec
 	4,   // 35: skiff.v1.ServiceSpec.mode:type_name -> skiff.v1.ServiceMode
 	30,  // 36: skiff.v1.ServiceSpec.restart_policy:type_name -> skiff.v1.RestartPolicy
@@ -7790,8 +7915,8 @@ var file_skiff_proto_depIdxs = []int32{
 	26,  // 52: skiff.v1.Service.vips:type_name -> skiff.v1.NetworkAttachment
 	46,  // 53: skiff.v1.Service.status:type_name -> skiff.v1.ServiceStatus
 	20,  // 54: skiff.v1.Stack.meta:type_name -> skiff.v1.Meta
-	109, // 55: skiff.v1.Stack.labels:type_name -> skiff.v1.Stack.LabelsEntry
-	110, // 56: skiff.v1.StackSpec.labels:type_name -> skiff.v1.StackSpec.LabelsEntry
+	111, // 55: skiff.v1.Stack.labels:type_name -> skiff.v1.Stack.LabelsEntry
+	112, // 56: skiff.v1.StackSpec.labels:type_name -> skiff.v1.StackSpec.LabelsEntry
 	43,  // 57: skiff.v1.StackSpec.services:type_name -> skiff.v1.ServiceSpec
 	28,  // 58: skiff.v1.StackSpec.networks:type_name -> skiff.v1.NetworkSpec
 	14,  // 59: skiff.v1.TaskStatus.state:type_name -> skiff.v1.TaskState
@@ -7830,30 +7955,30 @@ var file_skiff_proto_depIdxs = []int32{
 	52,  // 92: skiff.v1.ListTasksResponse.tasks:type_name -> skiff.v1.Task
 	27,  // 93: skiff.v1.ListNodesResponse.nodes:type_name -> skiff.v1.Node
 	1,   // 94: skiff.v1.UpdateNodeRequest.availability:type_name -> skiff.v1.NodeAvailability
-	111, // 95: skiff.v1.UpdateNodeRequest.label_add:type_name -> skiff.v1.UpdateNodeRequest.LabelAddEntry
+	113, // 95: skiff.v1.UpdateNodeRequest.label_add:type_name -> skiff.v1.UpdateNodeRequest.LabelAddEntry
 	3,   // 96: skiff.v1.ManagerInfo.reachability:type_name -> skiff.v1.Reachability
-	82,  // 97: skiff.v1.ClusterInfoResponse.managers:type_name -> skiff.v1.ManagerInfo
+	84,  // 97: skiff.v1.ClusterInfoResponse.managers:type_name -> skiff.v1.ManagerInfo
 	17,  // 98: skiff.v1.WatchRequest.kinds:type_name -> skiff.v1.WatchKind
 	18,  // 99: skiff.v1.WatchEvent.action:type_name -> skiff.v1.WatchAction
 	52,  // 100: skiff.v1.WatchEvent.task:type_name -> skiff.v1.Task
 	47,  // 101: skiff.v1.WatchEvent.service:type_name -> skiff.v1.Service
 	27,  // 102: skiff.v1.WatchEvent.node:type_name -> skiff.v1.Node
 	19,  // 103: skiff.v1.LogMessage.stream:type_name -> skiff.v1.LogStream
-	89,  // 104: skiff.v1.AgentMessage.register:type_name -> skiff.v1.Register
-	90,  // 105: skiff.v1.AgentMessage.heartbeat:type_name -> skiff.v1.Heartbeat
-	91,  // 106: skiff.v1.AgentMessage.statuses:type_name -> skiff.v1.TaskStatusBatch
+	91,  // 104: skiff.v1.AgentMessage.register:type_name -> skiff.v1.Register
+	92,  // 105: skiff.v1.AgentMessage.heartbeat:type_name -> skiff.v1.Heartbeat
+	93,  // 106: skiff.v1.AgentMessage.statuses:type_name -> skiff.v1.TaskStatusBatch
 	23,  // 107: skiff.v1.Register.description:type_name -> skiff.v1.NodeDescription
 	55,  // 108: skiff.v1.TaskStatusBatch.updates:type_name -> skiff.v1.TaskStatusUpdate
-	93,  // 109: skiff.v1.ManagerMessage.accepted:type_name -> skiff.v1.SessionAccepted
-	97,  // 110: skiff.v1.ManagerMessage.assignments:type_name -> skiff.v1.Assignments
-	95,  // 111: skiff.v1.ManagerMessage.redirect:type_name -> skiff.v1.Redirect
-	98,  // 112: skiff.v1.ManagerMessage.log_subscription:type_name -> skiff.v1.LogSubscription
-	94,  // 113: skiff.v1.ManagerMessage.heartbeat_ack:type_name -> skiff.v1.HeartbeatAck
+	95,  // 109: skiff.v1.ManagerMessage.accepted:type_name -> skiff.v1.SessionAccepted
+	99,  // 110: skiff.v1.ManagerMessage.assignments:type_name -> skiff.v1.Assignments
+	97,  // 111: skiff.v1.ManagerMessage.redirect:type_name -> skiff.v1.Redirect
+	100, // 112: skiff.v1.ManagerMessage.log_subscription:type_name -> skiff.v1.LogSubscription
+	96,  // 113: skiff.v1.ManagerMessage.heartbeat_ack:type_name -> skiff.v1.HeartbeatAck
 	52,  // 114: skiff.v1.Assignment.task:type_name -> skiff.v1.Task
 	43,  // 115: skiff.v1.Assignment.spec:type_name -> skiff.v1.ServiceSpec
 	29,  // 116: skiff.v1.Assignment.networks:type_name -> skiff.v1.Network
-	96,  // 117: skiff.v1.Assignments.updated:type_name -> skiff.v1.Assignment
-	87,  // 118: skiff.v1.PublishLogsMessage.messages:type_name -> skiff.v1.LogMessage
+	98,  // 117: skiff.v1.Assignments.updated:type_name -> skiff.v1.Assignment
+	89,  // 118: skiff.v1.PublishLogsMessage.messages:type_name -> skiff.v1.LogMessage
 	61,  // 119: skiff.v1.Control.DeployStack:input_type -> skiff.v1.DeployStackRequest
 	63,  // 120: skiff.v1.Control.RemoveStack:input_type -> skiff.v1.RemoveStackRequest
 	65,  // 121: skiff.v1.Control.ListStacks:input_type -> skiff.v1.ListStacksRequest
@@ -7865,29 +7990,31 @@ var file_skiff_proto_depIdxs = []int32{
 	77,  // 127: skiff.v1.Control.GetNode:input_type -> skiff.v1.GetNodeRequest
 	78,  // 128: skiff.v1.Control.UpdateNode:input_type -> skiff.v1.UpdateNodeRequest
 	79,  // 129: skiff.v1.Control.RemoveNode:input_type -> skiff.v1.RemoveNodeRequest
-	81,  // 130: skiff.v1.Control.ClusterInfo:input_type -> skiff.v1.ClusterInfoRequest
-	84,  // 131: skiff.v1.Control.Watch:input_type -> skiff.v1.WatchRequest
-	86,  // 132: skiff.v1.Control.ServiceLogs:input_type -> skiff.v1.ServiceLogsRequest
-	88,  // 133: skiff.v1.Dispatcher.Session:input_type -> skiff.v1.AgentMessage
-	99,  // 134: skiff.v1.Dispatcher.PublishLogs:input_type -> skiff.v1.PublishLogsMessage
-	62,  // 135: skiff.v1.Control.DeployStack:output_type -> skiff.v1.DeployStackResponse
-	64,  // 136: skiff.v1.Control.RemoveStack:output_type -> skiff.v1.RemoveStackResponse
-	67,  // 137: skiff.v1.Control.ListStacks:output_type -> skiff.v1.ListStacksResponse
-	69,  // 138: skiff.v1.Control.ListServices:output_type -> skiff.v1.ListServicesResponse
-	47,  // 139: skiff.v1.Control.GetService:output_type -> skiff.v1.Service
-	72,  // 140: skiff.v1.Control.UpdateService:output_type -> skiff.v1.UpdateServiceResponse
-	74,  // 141: skiff.v1.Control.ListTasks:output_type -> skiff.v1.ListTasksResponse
-	76,  // 142: skiff.v1.Control.ListNodes:output_type -> skiff.v1.ListNodesResponse
-	27,  // 143: skiff.v1.Control.GetNode:output_type -> skiff.v1.Node
-	27,  // 144: skiff.v1.Control.UpdateNode:output_type -> skiff.v1.Node
-	80,  // 145: skiff.v1.Control.RemoveNode:output_type -> skiff.v1.RemoveNodeResponse
-	83,  // 146: skiff.v1.Control.ClusterInfo:output_type -> skiff.v1.ClusterInfoResponse
-	85,  // 147: skiff.v1.Control.Watch:output_type -> skiff.v1.WatchEvent
-	87,  // 148: skiff.v1.Control.ServiceLogs:output_type -> skiff.v1.LogMessage
-	92,  // 149: skiff.v1.Dispatcher.Session:output_type -> skiff.v1.ManagerMessage
-	100, // 150: skiff.v1.Dispatcher.PublishLogs:output_type -> skiff.v1.PublishLogsResponse
-	135, // [135:151] is the sub-list for method output_type
-	119, // [119:135] is the sub-list for method input_type
+	83,  // 130: skiff.v1.Control.ClusterInfo:input_type -> skiff.v1.ClusterInfoRequest
+	81,  // 131: skiff.v1.Control.JoinManager:input_type -> skiff.v1.JoinManagerRequest
+	86,  // 132: skiff.v1.Control.Watch:input_type -> skiff.v1.WatchRequest
+	88,  // 133: skiff.v1.Control.ServiceLogs:input_type -> skiff.v1.ServiceLogsRequest
+	90,  // 134: skiff.v1.Dispatcher.Session:input_type -> skiff.v1.AgentMessage
+	101, // 135: skiff.v1.Dispatcher.PublishLogs:input_type -> skiff.v1.PublishLogsMessage
+	62,  // 136: skiff.v1.Control.DeployStack:output_type -> skiff.v1.DeployStackResponse
+	64,  // 137: skiff.v1.Control.RemoveStack:output_type -> skiff.v1.RemoveStackResponse
+	67,  // 138: skiff.v1.Control.ListStacks:output_type -> skiff.v1.ListStacksResponse
+	69,  // 139: skiff.v1.Control.ListServices:output_type -> skiff.v1.ListServicesResponse
+	47,  // 140: skiff.v1.Control.GetService:output_type -> skiff.v1.Service
+	72,  // 141: skiff.v1.Control.UpdateService:output_type -> skiff.v1.UpdateServiceResponse
+	74,  // 142: skiff.v1.Control.ListTasks:output_type -> skiff.v1.ListTasksResponse
+	76,  // 143: skiff.v1.Control.ListNodes:output_type -> skiff.v1.ListNodesResponse
+	27,  // 144: skiff.v1.Control.GetNode:output_type -> skiff.v1.Node
+	27,  // 145: skiff.v1.Control.UpdateNode:output_type -> skiff.v1.Node
+	80,  // 146: skiff.v1.Control.RemoveNode:output_type -> skiff.v1.RemoveNodeResponse
+	85,  // 147: skiff.v1.Control.ClusterInfo:output_type -> skiff.v1.ClusterInfoResponse
+	82,  // 148: skiff.v1.Control.JoinManager:output_type -> skiff.v1.JoinManagerResponse
+	87,  // 149: skiff.v1.Control.Watch:output_type -> skiff.v1.WatchEvent
+	89,  // 150: skiff.v1.Control.ServiceLogs:output_type -> skiff.v1.LogMessage
+	94,  // 151: skiff.v1.Dispatcher.Session:output_type -> skiff.v1.ManagerMessage
+	102, // 152: skiff.v1.Dispatcher.PublishLogs:output_type -> skiff.v1.PublishLogsResponse
+	136, // [136:153] is the sub-list for method output_type
+	119, // [119:136] is the sub-list for method input_type
 	119, // [119:119] is the sub-list for extension type_name
 	119, // [119:119] is the sub-list for extension extendee
 	0,   // [0:119] is the sub-list for field type_name
@@ -7917,17 +8044,17 @@ func file_skiff_proto_init() {
 	}
 	file_skiff_proto_msgTypes[51].OneofWrappers = []any{}
 	file_skiff_proto_msgTypes[58].OneofWrappers = []any{}
-	file_skiff_proto_msgTypes[65].OneofWrappers = []any{
+	file_skiff_proto_msgTypes[67].OneofWrappers = []any{
 		(*WatchEvent_Task)(nil),
 		(*WatchEvent_Service)(nil),
 		(*WatchEvent_Node)(nil),
 	}
-	file_skiff_proto_msgTypes[68].OneofWrappers = []any{
+	file_skiff_proto_msgTypes[70].OneofWrappers = []any{
 		(*AgentMessage_Register)(nil),
 		(*AgentMessage_Heartbeat)(nil),
 		(*AgentMessage_Statuses)(nil),
 	}
-	file_skiff_proto_msgTypes[72].OneofWrappers = []any{
+	file_skiff_proto_msgTypes[74].OneofWrappers = []any{
 		(*ManagerMessage_Accepted)(nil),
 		(*ManagerMessage_Assignments)(nil),
 		(*ManagerMessage_Redirect)(nil),
@@ -7940,7 +8067,7 @@ func file_skiff_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_proto_rawDesc), len(file_skiff_proto_rawDesc)),
 			NumEnums:      20,
-			NumMessages:   92,
+			NumMessages:   94,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -49,6 +49,7 @@ const (
 	Control_UpdateNode_FullMethodName    = "/skiff.v1.Control/UpdateNode"
 	Control_RemoveNode_FullMethodName    = "/skiff.v1.Control/RemoveNode"
 	Control_ClusterInfo_FullMethodName   = "/skiff.v1.Control/ClusterInfo"
+	Control_JoinManager_FullMethodName   = "/skiff.v1.Control/JoinManager"
 	Control_Watch_FullMethodName         = "/skiff.v1.Control/Watch"
 	Control_ServiceLogs_FullMethodName   = "/skiff.v1.Control/ServiceLogs"
 )
@@ -72,6 +73,9 @@ type ControlClient interface {
 	UpdateNode(ctx context.Context, in *UpdateNodeRequest, opts ...grpc.CallOption) (*Node, error)
 	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
 	ClusterInfo(ctx context.Context, in *ClusterInfoRequest, opts ...grpc.CallOption) (*ClusterInfoResponse, error)
+	// JoinManager adds a manager to the Raft configuration as a voter. A new
+	// manager started with --join calls it on any manager it found by gossip.
+	JoinManager(ctx context.Context, in *JoinManagerRequest, opts ...grpc.CallOption) (*JoinManagerResponse, error)
 	// Watch streams changes to stored objects, for progress displays.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error)
 	// ServiceLogs streams the container logs of a service's tasks, gathered
@@ -207,6 +211,16 @@ func (c *controlClient) ClusterInfo(ctx context.Context, in *ClusterInfoRequest,
 	return out, nil
 }
 
+func (c *controlClient) JoinManager(ctx context.Context, in *JoinManagerRequest, opts ...grpc.CallOption) (*JoinManagerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinManagerResponse)
+	err := c.cc.Invoke(ctx, Control_JoinManager_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *controlClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Control_ServiceDesc.Streams[0], Control_Watch_FullMethodName, cOpts...)
@@ -264,6 +278,9 @@ type ControlServer interface {
 	UpdateNode(context.Context, *UpdateNodeRequest) (*Node, error)
 	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
 	ClusterInfo(context.Context, *ClusterInfoRequest) (*ClusterInfoResponse, error)
+	// JoinManager adds a manager to the Raft configuration as a voter. A new
+	// manager started with --join calls it on any manager it found by gossip.
+	JoinManager(context.Context, *JoinManagerRequest) (*JoinManagerResponse, error)
 	// Watch streams changes to stored objects, for progress displays.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error
 	// ServiceLogs streams the container logs of a service's tasks, gathered
@@ -314,6 +331,9 @@ func (UnimplementedControlServer) RemoveNode(context.Context, *RemoveNodeRequest
 }
 func (UnimplementedControlServer) ClusterInfo(context.Context, *ClusterInfoRequest) (*ClusterInfoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ClusterInfo not implemented")
+}
+func (UnimplementedControlServer) JoinManager(context.Context, *JoinManagerRequest) (*JoinManagerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method JoinManager not implemented")
 }
 func (UnimplementedControlServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
@@ -558,6 +578,24 @@ func _Control_ClusterInfo_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_JoinManager_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinManagerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).JoinManager(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_JoinManager_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).JoinManager(ctx, req.(*JoinManagerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Control_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -634,6 +672,10 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ClusterInfo",
 			Handler:    _Control_ClusterInfo_Handler,
+		},
+		{
+			MethodName: "JoinManager",
+			Handler:    _Control_JoinManager_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,298 @@
+// Package agent runs skiff-agent: it finds the managers by gossip, holds a
+// session with the leader, and runs the node's tasks through an Executor.
+//
+// The agent keeps working without a leader. Running containers keep
+// running, the engine's events keep updating their statuses, and the latest
+// status of each task is delivered when a session is back.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/skiffhq/skiff/gossip"
+)
+
+// Config is skiff-agent's configuration; design.md §2 gives the flags.
+type Config struct {
+	Name          string
+	DataDir       string
+	AdvertiseAddr string
+	GossipPort    int
+	// Join lists gossip addresses (host:port) of members to join.
+	Join []string
+	// Labels are the node's engine labels (--label k=v).
+	Labels      map[string]string
+	MetricsAddr string
+	// Executor runs the tasks; the command wires in the Docker one.
+	Executor Executor
+	Logger   *slog.Logger
+	// Managers, when set, are API addresses to try besides those gossip
+	// finds; simulated agents use it to skip gossip.
+	Managers []string
+	// NoGossip skips joining the gossip pool (simulated agents).
+	NoGossip bool
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Name == "":
+		return errors.New("--name is required: give this node a name unique in the cluster")
+	case c.DataDir == "":
+		return errors.New("--data-dir is required: the agent keeps its node ID there")
+	case net.ParseIP(c.AdvertiseAddr) == nil:
+		return fmt.Errorf("--advertise-addr %q is not an IP address", c.AdvertiseAddr)
+	case len(c.Join) == 0 && len(c.Managers) == 0:
+		return errors.New("--join is required: give the gossip address (HOST:PORT) of any manager or agent")
+	case c.Executor == nil:
+		return errors.New("no executor configured")
+	}
+	return nil
+}
+
+// Agent is a running agent.
+type Agent struct {
+	cfg    Config
+	logger *slog.Logger
+	worker *worker
+	pool   *gossip.Pool
+
+	mu       sync.Mutex
+	nodeID   string
+	managers []string // from the last SessionAccepted
+	// connected reports whether a session is up, for metrics.
+	connected bool
+
+	sessions prometheus.Counter
+}
+
+// Run starts the agent and blocks until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.GossipPort == 0 {
+		cfg.GossipPort = 7946
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	a := &Agent{cfg: cfg, logger: cfg.Logger.With("node", cfg.Name), managers: cfg.Managers}
+	a.nodeID = a.readNodeID()
+	a.sessions = prometheus.NewCounter(prometheus.CounterOpts{Name: "skiff_agent_sessions_total", Help: "Sessions opened with a leader."})
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a.worker = newWorker(ctx, cfg.Executor, cfg.Name, a.logger)
+	containers, err := cfg.Executor.Containers(ctx)
+	if err != nil {
+		return fmt.Errorf("list this node's containers: %w", err)
+	}
+	a.worker.adopt(containers)
+	a.logger.Info("agent starting", "containers_found", len(containers))
+
+	if !cfg.NoGossip {
+		pool, err := gossip.Start(ctx, gossip.Config{
+			Meta:     gossip.Meta{Name: cfg.Name, Role: gossip.RoleAgent, Addr: cfg.AdvertiseAddr},
+			BindAddr: cfg.AdvertiseAddr, Port: cfg.GossipPort, Join: cfg.Join, Logger: a.logger,
+		})
+		if err != nil {
+			return err
+		}
+		a.pool = pool
+		defer func() {
+			if err := pool.Shutdown(time.Second); err != nil {
+				a.logger.Debug("gossip shutdown", "error", err)
+			}
+		}()
+	}
+	if cfg.MetricsAddr != "" {
+		srv, err := a.serveMetrics(cfg.MetricsAddr)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a.followEvents(ctx) }()
+	go func() { defer wg.Done(); a.sessionLoop(ctx) }()
+	<-ctx.Done()
+	wg.Wait()
+	a.worker.wait()
+	a.logger.Info("agent stopped")
+	return nil
+}
+
+func (a *Agent) nodeIDPath() string { return filepath.Join(a.cfg.DataDir, "node-id") }
+
+func (a *Agent) readNodeID() string {
+	b, err := os.ReadFile(a.nodeIDPath())
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (a *Agent) saveNodeID(id string) {
+	a.mu.Lock()
+	changed := a.nodeID != id
+	a.nodeID = id
+	a.mu.Unlock()
+	if !changed {
+		return
+	}
+	tmp := a.nodeIDPath() + ".tmp"
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err == nil {
+		err = os.Rename(tmp, a.nodeIDPath())
+		if err != nil {
+			a.logger.Warn("save node ID", "error", err)
+		}
+	}
+}
+
+// followEvents feeds the engine's events to the worker, reconnecting to the
+// event stream (and re-listing containers, since events were missed) when
+// it breaks.
+func (a *Agent) followEvents(ctx context.Context) {
+	backoff := newBackoff()
+	for ctx.Err() == nil {
+		events, errs := a.cfg.Executor.Events(ctx)
+		for ev := range events {
+			backoff.reset()
+			a.worker.observe(ev)
+		}
+		if err := <-errs; err != nil && ctx.Err() == nil {
+			a.logger.Warn("engine event stream ended; resyncing", "error", err)
+		}
+		if containers, err := a.cfg.Executor.Containers(ctx); err == nil {
+			for _, c := range containers {
+				a.worker.observe(Event(c))
+			}
+		}
+		backoff.wait(ctx)
+	}
+}
+
+// sessionLoop keeps a session with the leader, reconnecting with backoff.
+func (a *Agent) sessionLoop(ctx context.Context) {
+	backoff := newBackoff()
+	for ctx.Err() == nil {
+		for _, addr := range a.candidates() {
+			err := a.session(ctx, addr)
+			if ctx.Err() != nil {
+				return
+			}
+			var redirect *redirectError
+			if errors.As(err, &redirect) && redirect.leader != "" {
+				err = a.session(ctx, redirect.leader)
+				if ctx.Err() != nil {
+					return
+				}
+			}
+			if err == nil || errors.Is(err, errSessionEnded) {
+				backoff.reset()
+				break
+			}
+			a.logger.Debug("session attempt failed", "manager", addr, "error", err)
+		}
+		backoff.wait(ctx)
+	}
+}
+
+// candidates lists manager API addresses to try: those gossip sees alive,
+// then those the last leader listed.
+func (a *Agent) candidates() []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(addrs []string) {
+		for _, s := range addrs {
+			if s != "" && !seen[s] {
+				seen[s] = true
+				out = append(out, s)
+			}
+		}
+	}
+	if a.pool != nil {
+		add(a.pool.ManagerAPIAddrs())
+	}
+	a.mu.Lock()
+	add(a.managers)
+	a.mu.Unlock()
+	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+// backoff is capped exponential backoff with jitter, so that a thousand
+// agents that lost their leader together do not reconnect in lockstep.
+type backoff struct{ d time.Duration }
+
+func newBackoff() *backoff { return &backoff{d: 50 * time.Millisecond} }
+
+func (b *backoff) reset() { b.d = 50 * time.Millisecond }
+
+func (b *backoff) wait(ctx context.Context) {
+	d := b.d/2 + rand.N(b.d/2+1)
+	b.d = min(b.d*2, 2*time.Second)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func (a *Agent) serveMetrics(addr string) (*http.Server, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(a.sessions, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_agent_tasks", Help: "Tasks this agent holds."}, func() float64 {
+			a.worker.mu.Lock()
+			defer a.worker.mu.Unlock()
+			return float64(len(a.worker.tasks))
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_agent_connected", Help: "1 while a session with the leader is up."}, func() float64 {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			if a.connected {
+				return 1
+			}
+			return 0
+		}))
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for metrics on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go s.Serve(lis)
+	return s, nil
+}
+
+// dial opens a client connection to a manager.
+func dial(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 2 * time.Second, Timeout: 2 * time.Second, PermitWithoutStream: true}),
+	)
+}

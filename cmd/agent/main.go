@@ -1,0 +1,97 @@
+// Command skiff-agent runs a skiff agent: it joins the cluster by gossip,
+// holds a session with the leading manager, and runs the node's tasks as
+// containers of the local Docker engine.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/skiffhq/skiff/agent"
+	"github.com/skiffhq/skiff/agent/docker"
+	"github.com/skiffhq/skiff/internal/envflag"
+	"github.com/skiffhq/skiff/internal/logging"
+	"github.com/skiffhq/skiff/version"
+)
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "skiff-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func newCommand() *cobra.Command {
+	var cfg agent.Config
+	var join, labels []string
+	var dockerHost, logFormat, logLevel string
+	cmd := &cobra.Command{
+		Use:           "skiff-agent --name NAME --data-dir DIR --advertise-addr IP --join HOST:PORT",
+		Short:         "Run a skiff agent",
+		Version:       version.Version,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := envflag.Apply(cmd.Flags()); err != nil {
+				return err
+			}
+			logger, err := logging.New(os.Stderr, logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = logger
+			cfg.Join = splitList(join)
+			cfg.Labels = map[string]string{}
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok || k == "" {
+					return fmt.Errorf("--label %q: use KEY=VALUE", l)
+				}
+				cfg.Labels[k] = v
+			}
+			// Ownership labels carry the node name: it is unique in the
+			// cluster and known before the first session, so a restarted
+			// agent finds its containers even before it reaches a leader.
+			exec, err := docker.New(dockerHost, cfg.Name, logger)
+			if err != nil {
+				return err
+			}
+			defer exec.Close()
+			cfg.Executor = exec
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return agent.Run(ctx, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Name, "name", "", "node name, unique in the cluster (the same as this host's manager, if any)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the agent's state")
+	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "IP address other hosts reach this one at")
+	f.StringSliceVar(&join, "join", nil, "gossip addresses (HOST:PORT) of any managers or agents")
+	f.IntVar(&cfg.GossipPort, "gossip-port", 7946, "port of the gossip pool")
+	f.StringVar(&dockerHost, "docker-host", "unix:///var/run/docker.sock", "Docker engine to run tasks on")
+	f.StringArrayVar(&labels, "label", nil, "node label KEY=VALUE, for placement constraints (engine.labels.KEY); repeatable")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "IP:PORT to serve Prometheus metrics on (off when empty)")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+func splitList(values []string) []string {
+	var out []string
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = append(out, part)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,77 @@
+// Command skiff-manager runs a skiff manager: a member of the Raft cluster
+// that holds the cluster state, serves the Control API, and, while it leads,
+// schedules tasks onto the agents.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/skiffhq/skiff/internal/envflag"
+	"github.com/skiffhq/skiff/internal/logging"
+	"github.com/skiffhq/skiff/manager"
+	"github.com/skiffhq/skiff/version"
+)
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "skiff-manager:", err)
+		os.Exit(1)
+	}
+}
+
+func newCommand() *cobra.Command {
+	var cfg manager.Config
+	var join []string
+	var logFormat, logLevel string
+	cmd := &cobra.Command{
+		Use:           "skiff-manager --name NAME --data-dir DIR --advertise-addr IP",
+		Short:         "Run a skiff manager",
+		Version:       version.Version,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := envflag.Apply(cmd.Flags()); err != nil {
+				return err
+			}
+			logger, err := logging.New(os.Stderr, logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = logger
+			for _, j := range join {
+				for _, part := range strings.Split(j, ",") {
+					if part = strings.TrimSpace(part); part != "" {
+						cfg.Join = append(cfg.Join, part)
+					}
+				}
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return manager.Run(ctx, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Name, "name", "", "node name, unique in the cluster (the same as this host's agent)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log and snapshots")
+	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "IP address other hosts reach this manager at")
+	f.IntVar(&cfg.APIPort, "api-port", 4242, "port of the Control and Dispatcher gRPC APIs")
+	f.IntVar(&cfg.RaftPort, "raft-port", 4243, "port of the Raft transport")
+	f.IntVar(&cfg.GossipPort, "gossip-port", 7947, "port of the gossip pool")
+	f.StringSliceVar(&join, "join", nil, "gossip addresses (HOST:PORT) of existing members, to join their cluster")
+	f.StringVar(&cfg.DefaultAddrPool, "default-addr-pool", "10.0.0.0/8", "CIDR that overlay network subnets are drawn from")
+	f.IntVar(&cfg.SubnetSize, "default-addr-pool-mask-length", 24, "prefix length of each overlay network's subnet")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "IP:PORT to serve Prometheus metrics on (off when empty)")
+	f.DurationVar(&cfg.HeartbeatPeriod, "heartbeat-period", 0, "how often agents heartbeat (default 500ms)")
+	f.DurationVar(&cfg.DownGrace, "node-down-grace", 0, "how long a node may miss heartbeats before it is Down (default 4 heartbeats)")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}

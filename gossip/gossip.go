@@ -1,0 +1,260 @@
+// Package gossip is skiff's membership layer: every manager and agent is a
+// member of one hashicorp/memberlist pool. Members advertise who they are in
+// their node metadata, so an agent started with only --join can find the
+// managers, and the leader learns from memberlist's failure detector that a
+// host has died before its heartbeats run out.
+package gossip
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Role is what a member runs.
+type Role string
+
+// The roles of gossip members.
+const (
+	RoleManager Role = "manager"
+	RoleAgent   Role = "agent"
+)
+
+// Meta is what a member advertises to the pool.
+type Meta struct {
+	// Name is the node name (--name). A manager and an agent on one host
+	// share it; they are told apart by Role.
+	Name string `json:"name"`
+	Role Role   `json:"role"`
+	// Addr is the member's advertise address on the underlay.
+	Addr string `json:"addr"`
+	// APIAddr is where a manager serves gRPC (host:port); empty for agents.
+	APIAddr string `json:"api,omitempty"`
+}
+
+// Member is a live member of the pool.
+type Member struct {
+	Meta
+	// Alive is false once memberlist's failure detector has declared the
+	// member dead or it left.
+	Alive bool
+}
+
+// EventKind says what happened to a member.
+type EventKind int
+
+// The kinds of membership events.
+const (
+	MemberJoined EventKind = iota
+	MemberLeft
+	MemberUpdated
+)
+
+// Event is one membership change.
+type Event struct {
+	Kind   EventKind
+	Member Member
+}
+
+// Config configures a member.
+type Config struct {
+	Meta Meta
+	// BindAddr and Port are where memberlist listens (TCP and UDP).
+	BindAddr string
+	Port     int
+	// Join lists host:port of members to join; the member keeps trying in
+	// the background until one answers.
+	Join []string
+	// Delegate, when set, carries user data (the overlay's endpoint records)
+	// in the pool's broadcasts and push/pull exchanges.
+	Delegate memberlist.Delegate
+	// OnEvent, when set, is called for every membership change, from
+	// memberlist's goroutine; it must not block.
+	OnEvent func(Event)
+	Logger  *slog.Logger
+}
+
+// Pool is this process's membership in the gossip pool.
+type Pool struct {
+	ml     *memberlist.Memberlist
+	cfg    Config
+	logger *slog.Logger
+}
+
+// memberName is the memberlist name of a member: its node name and role, since a
+// manager and an agent of one node are two members.
+func (m Meta) memberName() string { return m.Name + "/" + string(m.Role) }
+
+// Start joins the pool. It returns once the local member is up; joining the
+// seeds in cfg.Join goes on in the background until it succeeds or ctx ends.
+func Start(ctx context.Context, cfg Config) (*Pool, error) {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	meta, err := json.Marshal(cfg.Meta)
+	if err != nil {
+		return nil, fmt.Errorf("encode gossip metadata: %w", err)
+	}
+	if len(meta) > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("gossip metadata is %d bytes, over memberlist's %d", len(meta), memberlist.MetaMaxSize)
+	}
+	p := &Pool{cfg: cfg, logger: logger}
+
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Meta.memberName()
+	mc.BindAddr = cfg.BindAddr
+	mc.BindPort = cfg.Port
+	mc.AdvertiseAddr = cfg.Meta.Addr
+	mc.AdvertisePort = cfg.Port
+	// Probe more often than the LAN default so a dead host is suspected
+	// within about a second; the dispatcher's heartbeat grace is the other
+	// signal and both together let the leader replace tasks in seconds.
+	mc.ProbeInterval = 500 * time.Millisecond
+	mc.ProbeTimeout = 250 * time.Millisecond
+	mc.SuspicionMult = 2
+	mc.GossipInterval = 100 * time.Millisecond
+	mc.PushPullInterval = 15 * time.Second
+	mc.Delegate = &metaDelegate{meta: meta, user: cfg.Delegate}
+	mc.Events = &eventDelegate{p: p}
+	mc.Logger = slog.NewLogLogger(logger.With("component", "memberlist").Handler(), slog.LevelDebug)
+
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("start gossip on %s: %w", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Port)), err)
+	}
+	p.ml = ml
+	if len(cfg.Join) > 0 {
+		go p.joinLoop(ctx)
+	}
+	return p, nil
+}
+
+// joinLoop keeps trying the seeds with backoff, because a member may start
+// before any seed is up (all managers of a fresh cluster start together).
+func (p *Pool) joinLoop(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for {
+		n, err := p.ml.Join(p.cfg.Join)
+		if err == nil && n > 0 {
+			p.logger.Info("joined gossip pool", "seeds", p.cfg.Join, "members", p.ml.NumMembers())
+			return
+		}
+		p.logger.Debug("gossip join failed; retrying", "seeds", p.cfg.Join, "error", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// Members returns the live members, sorted by name and role.
+func (p *Pool) Members() []Member {
+	var out []Member
+	for _, n := range p.ml.Members() {
+		m, ok := decode(n)
+		if !ok {
+			continue
+		}
+		m.Alive = n.State == memberlist.StateAlive || n.State == memberlist.StateSuspect
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b Member) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Role, b.Role))
+	})
+	return out
+}
+
+// ManagerAPIAddrs returns the API addresses of the live managers.
+func (p *Pool) ManagerAPIAddrs() []string {
+	var out []string
+	for _, m := range p.Members() {
+		if m.Role == RoleManager && m.Alive && m.APIAddr != "" {
+			out = append(out, m.APIAddr)
+		}
+	}
+	return out
+}
+
+// Memberlist exposes the underlying pool for the overlay's broadcasts.
+func (p *Pool) Memberlist() *memberlist.Memberlist { return p.ml }
+
+// Shutdown leaves the pool gracefully (so others need not wait for the
+// failure detector) and stops gossiping.
+func (p *Pool) Shutdown(timeout time.Duration) error {
+	leaveErr := p.ml.Leave(timeout)
+	return errors.Join(leaveErr, p.ml.Shutdown())
+}
+
+func decode(n *memberlist.Node) (Member, bool) {
+	var m Member
+	if err := json.Unmarshal(n.Meta, &m.Meta); err != nil || m.Name == "" {
+		return m, false
+	}
+	return m, true
+}
+
+// metaDelegate advertises the member's metadata and passes user data on to
+// the configured delegate.
+type metaDelegate struct {
+	meta []byte
+	user memberlist.Delegate
+}
+
+func (d *metaDelegate) NodeMeta(limit int) []byte { return d.meta }
+
+func (d *metaDelegate) NotifyMsg(b []byte) {
+	if d.user != nil {
+		d.user.NotifyMsg(b)
+	}
+}
+
+func (d *metaDelegate) GetBroadcasts(overhead, limit int) [][]byte {
+	if d.user != nil {
+		return d.user.GetBroadcasts(overhead, limit)
+	}
+	return nil
+}
+
+func (d *metaDelegate) LocalState(join bool) []byte {
+	if d.user != nil {
+		return d.user.LocalState(join)
+	}
+	return nil
+}
+
+func (d *metaDelegate) MergeRemoteState(buf []byte, join bool) {
+	if d.user != nil {
+		d.user.MergeRemoteState(buf, join)
+	}
+}
+
+// eventDelegate turns memberlist's callbacks into Events.
+type eventDelegate struct{ p *Pool }
+
+func (e *eventDelegate) notify(kind EventKind, n *memberlist.Node, alive bool) {
+	if e.p.cfg.OnEvent == nil {
+		return
+	}
+	m, ok := decode(n)
+	if !ok {
+		return
+	}
+	m.Alive = alive
+	e.p.cfg.OnEvent(Event{Kind: kind, Member: m})
+}
+
+func (e *eventDelegate) NotifyJoin(n *memberlist.Node)   { e.notify(MemberJoined, n, true) }
+func (e *eventDelegate) NotifyLeave(n *memberlist.Node)  { e.notify(MemberLeft, n, false) }
+func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) { e.notify(MemberUpdated, n, true) }

@@ -1,0 +1,284 @@
+// Package testcluster runs skiff clusters inside a test process: managers
+// with real Raft on disk (in temp dirs), real gRPC and gossip on loopback,
+// and agents whose executor is simulated. Tests of the manager, the CLI and
+// anything else that needs a live cluster share it.
+package testcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/skiffhq/skiff/agent"
+	"github.com/skiffhq/skiff/agent/sim"
+	"github.com/skiffhq/skiff/manager"
+	skiffpb "github.com/skiffhq/skiff/proto"
+)
+
+// Manager is one manager of an in-process cluster: real Raft on disk in
+// a temp dir, real gossip and gRPC on loopback.
+// Manager is one manager of an in-process cluster.
+type Manager struct {
+	Config manager.Config
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// APIAddr is the manager's gRPC address.
+func (m *Manager) APIAddr() string { return m.Config.APIAddr() }
+
+// Running reports whether the manager has been started and not stopped.
+func (m *Manager) Running() bool { return m.cancel != nil }
+
+// Cluster is a set of managers and simulated agents.
+type Cluster struct {
+	t        *testing.T
+	Managers []*Manager
+	agents   map[string]*simAgent
+}
+
+type simAgent struct {
+	exec   *sim.Executor
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("SKIFF_TEST_LOGS") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// New starts n managers: the first bootstraps, the rest join it.
+func New(t *testing.T, n int) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, agents: map[string]*simAgent{}}
+	dir := t.TempDir()
+	var seed string
+	for i := 1; i <= n; i++ {
+		name := "m" + strconv.Itoa(i)
+		cfg := manager.Config{
+			Name: name, DataDir: filepath.Join(dir, name), AdvertiseAddr: "127.0.0.1",
+			APIPort: freePort(t), RaftPort: freePort(t), GossipPort: freePort(t),
+			DefaultAddrPool: "198.19.0.0/16", HeartbeatPeriod: 200 * time.Millisecond,
+			Logger: testLogger(t).With("manager", name),
+		}
+		if seed != "" {
+			cfg.Join = []string{seed}
+		} else {
+			seed = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.GossipPort))
+		}
+		m := &Manager{Config: cfg}
+		c.Managers = append(c.Managers, m)
+		c.Start(m)
+		if i == 1 {
+			c.WaitLeader()
+		}
+	}
+	c.Eventually(20*time.Second, func() error {
+		info, err := c.Control().ClusterInfo(c.Ctx(), &skiffpb.ClusterInfoRequest{})
+		if err != nil {
+			return err
+		}
+		if len(info.GetManagers()) != n {
+			return fmt.Errorf("%d of %d managers in the Raft configuration", len(info.GetManagers()), n)
+		}
+		return nil
+	})
+	t.Cleanup(c.stopAll)
+	return c
+}
+
+// Start starts (or restarts, from its data dir) a manager.
+func (c *Cluster) Start(m *Manager) {
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.done = make(chan error, 1)
+	go func() { m.done <- manager.Run(ctx, m.Config) }()
+}
+
+// Stop shuts a manager down the way a crash would look to its peers: its
+// connections close and it stops answering.
+func (c *Cluster) Stop(m *Manager) {
+	if m.cancel == nil {
+		return
+	}
+	m.cancel()
+	if err := <-m.done; err != nil {
+		c.t.Errorf("manager %s exited with %v", m.Config.Name, err)
+	}
+	m.cancel = nil
+}
+
+func (c *Cluster) stopAll() {
+	for _, a := range c.agents {
+		a.cancel()
+		<-a.done
+	}
+	for _, m := range c.Managers {
+		c.Stop(m)
+	}
+}
+
+// AddAgent starts a simulated agent named name.
+func (c *Cluster) AddAgent(name string) *sim.Executor {
+	exec := sim.New(name)
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &simAgent{exec: exec, cancel: cancel, done: make(chan error, 1)}
+	var addrs []string
+	for _, m := range c.Managers {
+		addrs = append(addrs, m.APIAddr())
+	}
+	cfg := agent.Config{
+		Name: name, DataDir: filepath.Join(c.t.TempDir(), name), AdvertiseAddr: "127.0.0.1",
+		Managers: addrs, NoGossip: true, Executor: exec, Logger: testLogger(c.t).With("agent", name),
+	}
+	go func() { a.done <- agent.Run(ctx, cfg) }()
+	c.agents[name] = a
+	return exec
+}
+
+// StopAgent stops a simulated agent; its node goes down.
+func (c *Cluster) StopAgent(name string) {
+	a := c.agents[name]
+	a.cancel()
+	<-a.done
+	delete(c.agents, name)
+}
+
+// Ctx returns a context with a deadline for one call.
+func (c *Cluster) Ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	c.t.Cleanup(cancel)
+	return ctx
+}
+
+// Control returns a client of the first running manager, as the CLI would.
+func (c *Cluster) Control() skiffpb.ControlClient {
+	for _, m := range c.Managers {
+		if m.Running() {
+			return c.ControlOf(m)
+		}
+	}
+	c.t.Fatal("no manager is running")
+	return nil
+}
+
+// ControlOf returns a client of manager m.
+func (c *Cluster) ControlOf(m *Manager) skiffpb.ControlClient {
+	conn, err := grpc.NewClient(m.APIAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		c.t.Fatalf("dial %s: %v", m.APIAddr(), err)
+	}
+	c.t.Cleanup(func() { conn.Close() })
+	return skiffpb.NewControlClient(conn)
+}
+
+// WaitLeader waits for a leader and returns it.
+func (c *Cluster) WaitLeader() *Manager {
+	var leader *Manager
+	c.Eventually(20*time.Second, func() error {
+		info, err := c.Control().ClusterInfo(c.Ctx(), &skiffpb.ClusterInfoRequest{})
+		if err != nil {
+			return err
+		}
+		for _, m := range c.Managers {
+			if m.Running() && m.Config.Name == info.GetLeader() {
+				leader = m
+				return nil
+			}
+		}
+		return fmt.Errorf("no running leader (cluster says %q)", info.GetLeader())
+	})
+	return leader
+}
+
+// Eventually polls f until it succeeds or the deadline passes.
+func (c *Cluster) Eventually(timeout time.Duration, f func() error) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("condition not met within %s: %v", timeout, err)
+}
+
+// RunningTasks counts a service's tasks that run and should.
+func (c *Cluster) RunningTasks(service string) (int, error) {
+	resp, err := c.Control().ListTasks(c.Ctx(), &skiffpb.ListTasksRequest{Service: service})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, t := range resp.GetTasks() {
+		if t.GetDesiredState() == skiffpb.TaskState_TASK_STATE_RUNNING && t.GetStatus().GetState() == skiffpb.TaskState_TASK_STATE_RUNNING {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// WaitRunning waits until a service has want running tasks.
+func (c *Cluster) WaitRunning(service string, want int) {
+	c.t.Helper()
+	c.Eventually(20*time.Second, func() error {
+		n, err := c.RunningTasks(service)
+		if err != nil {
+			return err
+		}
+		if n != want {
+			return fmt.Errorf("%s: %d running tasks, want %d", service, n, want)
+		}
+		return nil
+	})
+}
+
+// Stack is a one-service stack spec.
+func Stack(name string, replicas uint64) *skiffpb.StackSpec {
+	return &skiffpb.StackSpec{
+		Name:     name,
+		Networks: []*skiffpb.NetworkSpec{{Name: name + "_default", Stack: name, Driver: "overlay"}},
+		Services: []*skiffpb.ServiceSpec{{
+			Name: name + "_web", Stack: name, Replicas: replicas,
+			Container:     &skiffpb.ContainerSpec{Image: "skiff-test/web:latest"},
+			RestartPolicy: &skiffpb.RestartPolicy{Condition: skiffpb.RestartCondition_RESTART_CONDITION_ANY},
+			Networks:      []*skiffpb.ServiceNetwork{{Target: name + "_default"}},
+		}},
+	}
+}
+
+// Unavailable reports whether err is how a write fails without quorum.
+func Unavailable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return true
+	}
+	return errors.Is(err, context.DeadlineExceeded)
+}

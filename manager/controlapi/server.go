@@ -1,0 +1,146 @@
+// Package controlapi serves the Control API on the leader: it validates what
+// the CLI asks for, turns it into Raft commands, and answers reads from the
+// state store. Followers never reach this code; the manager forwards their
+// calls to the leader (see package manager).
+package controlapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/skiffhq/skiff/manager/raftnode"
+	"github.com/skiffhq/skiff/manager/state"
+	skiffpb "github.com/skiffhq/skiff/proto"
+)
+
+// Raft is what the Control API needs of the local Raft member.
+type Raft interface {
+	Propose(ctx context.Context, cmd *skiffpb.Command) (uint64, error)
+	Servers() ([]raftnode.Server, error)
+	Leader() (addr, id string)
+	Term() uint64
+	AddVoter(ctx context.Context, id, addr string) error
+	RemoveServer(ctx context.Context, id string) error
+}
+
+// LogSource gathers container logs from the agents that run the tasks.
+type LogSource interface {
+	// SubscribeLogs asks the agents running tasks for their logs and calls
+	// fn for each line until ctx ends or, without follow, every agent is
+	// done.
+	SubscribeLogs(ctx context.Context, tasks []*skiffpb.Task, follow bool, tail int64, fn func(*skiffpb.LogMessage) error) error
+}
+
+// Config wires a Server.
+type Config struct {
+	Store *state.Store
+	Raft  Raft
+	Logs  LogSource
+	// Reachable reports whether the manager with this name answers; it
+	// fills in MANAGER STATUS.
+	Reachable func(name string) bool
+	Version   string
+	Logger    *slog.Logger
+}
+
+// Server implements skiffpb.ControlServer.
+type Server struct {
+	skiffpb.UnimplementedControlServer
+	cfg    Config
+	store  *state.Store
+	logger *slog.Logger
+	// writeMu serialises the Control API's writes. Each write reads the
+	// store, decides, and proposes; serialising them means two deploys can
+	// never pick the same VNI or name, and keeps version conflicts for the
+	// rarer case of racing the orchestrator.
+	writeMu sync.Mutex
+	now     func() time.Time
+}
+
+// New returns a Control API server.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Reachable == nil {
+		cfg.Reachable = func(string) bool { return true }
+	}
+	return &Server{cfg: cfg, store: cfg.Store, logger: cfg.Logger, now: time.Now}
+}
+
+// propose commits actions and maps the outcome to a gRPC status.
+func (s *Server) propose(ctx context.Context, actions ...*skiffpb.StoreAction) (uint64, error) {
+	if len(actions) == 0 {
+		return s.store.Index(), nil
+	}
+	idx, err := s.cfg.Raft.Propose(ctx, &skiffpb.Command{Actions: actions})
+	if err != nil {
+		return 0, toStatus(err)
+	}
+	return idx, nil
+}
+
+// toStatus gives an error the gRPC code that tells the CLI what happened.
+func toStatus(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, state.ErrAmbiguous):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, state.ErrVersionConflict):
+		return status.Error(codes.Aborted, err.Error()+"; retry the command")
+	case errors.Is(err, state.ErrNameConflict):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, raftnode.ErrNotLeader), errors.Is(err, raftnode.ErrNoQuorum):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	default:
+		return status.Error(codes.Internal, err.Error())
+	}
+}
+
+func invalid(format string, args ...any) error {
+	return status.Errorf(codes.InvalidArgument, format, args...)
+}
+
+func notFound(kind, name string) error {
+	return status.Errorf(codes.NotFound, "%s %q not found", kind, name)
+}
+
+// meta returns the bookkeeping for a write of o: the version it was read at
+// (0 for a create) and the leader's timestamps.
+func (s *Server) meta(old *skiffpb.Meta) *skiffpb.Meta {
+	now := s.now().UnixNano()
+	m := &skiffpb.Meta{Version: old.GetVersion(), CreatedAt: old.GetCreatedAt(), UpdatedAt: now}
+	if m.CreatedAt == 0 {
+		m.CreatedAt = now
+	}
+	return m
+}
+
+// resolve finds one object by exact ID, exact name, or unique ID prefix.
+func resolve[T interface{ GetId() string }](kind, ref string, all []T, name func(T) string) (T, error) {
+	o, err := state.ResolveID(ref, all, name)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		return o, notFound(kind, ref)
+	case err != nil:
+		return o, invalid("%s %q: %v; give more of the ID", kind, ref, err)
+	}
+	return o, nil
+}
+
+func fmtErr(what string, err error) error { return fmt.Errorf("%s: %w", what, err) }

@@ -1,0 +1,141 @@
+package dispatcher
+
+import (
+	"context"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/skiffhq/skiff/manager/state"
+	skiffpb "github.com/skiffhq/skiff/proto"
+)
+
+// assigned reports whether a node must still hear about a task: while the
+// task should run, or while it should stop but has not been seen stopped.
+// Once a task is finished and meant to stay so, the agent forgets it and
+// removes its container.
+func assigned(t *skiffpb.Task) bool {
+	if t.GetDesiredState() <= skiffpb.TaskState_TASK_STATE_RUNNING {
+		return true
+	}
+	return t.GetStatus().GetState() < skiffpb.TaskState_TASK_STATE_COMPLETE
+}
+
+// sentTask is what a session last told the agent about a task; the agent
+// needs to hear again only when the orchestrator's intent changes, not when
+// the agent's own status report comes back through the store.
+type sentTask struct {
+	desired skiffpb.TaskState
+}
+
+// streamAssignments sends the node's full task set, then the changes to it,
+// until ctx ends.
+func (d *Dispatcher) streamAssignments(ctx context.Context, s *session) error {
+	sent := map[string]sentTask{}
+	full := &skiffpb.Assignments{Full: true}
+	ch, cancel := d.store.ViewAndWatch(func(tx state.ReadTx) {
+		for _, t := range tx.TasksByNode(s.nodeID) {
+			if assigned(t) {
+				full.Updated = append(full.Updated, assignment(tx, t))
+				sent[t.GetId()] = sentTask{desired: t.GetDesiredState()}
+			}
+		}
+	})
+	defer cancel()
+	if err := s.send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_Assignments{Assignments: full}}); err != nil {
+		return err
+	}
+	for {
+		var batches []state.Batch
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case b, ok := <-ch:
+			if !ok {
+				return status.Error(codes.Unavailable, "assignment stream fell behind; reconnect")
+			}
+			batches = append(batches, b)
+		}
+		// Coalesce whatever else is already queued into one message.
+	drain:
+		for {
+			select {
+			case b, ok := <-ch:
+				if !ok {
+					return status.Error(codes.Unavailable, "assignment stream fell behind; reconnect")
+				}
+				batches = append(batches, b)
+			default:
+				break drain
+			}
+		}
+		msg := d.changes(s.nodeID, sent, batches)
+		if msg == nil {
+			continue
+		}
+		if err := s.send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_Assignments{Assignments: msg}}); err != nil {
+			return err
+		}
+	}
+}
+
+// changes turns store events into the node's assignment changes, or nil
+// when nothing concerns the node.
+func (d *Dispatcher) changes(nodeID string, sent map[string]sentTask, batches []state.Batch) *skiffpb.Assignments {
+	touched := map[string]*skiffpb.Task{}
+	removed := map[string]bool{}
+	for _, b := range batches {
+		for _, ev := range b.Events {
+			t, ok := ev.Object.(*skiffpb.Task)
+			if !ok || t.GetNodeId() != nodeID {
+				continue
+			}
+			if ev.Deleted {
+				delete(touched, t.GetId())
+				removed[t.GetId()] = true
+				continue
+			}
+			touched[t.GetId()] = t
+			delete(removed, t.GetId())
+		}
+	}
+	out := &skiffpb.Assignments{}
+	if len(touched) > 0 {
+		d.store.View(func(tx state.ReadTx) {
+			for id, t := range touched {
+				prev, wasSent := sent[id]
+				switch {
+				case !assigned(t):
+					if wasSent {
+						out.Removed = append(out.Removed, id)
+						delete(sent, id)
+					}
+				case !wasSent || prev.desired != t.GetDesiredState():
+					out.Updated = append(out.Updated, assignment(tx, t))
+					sent[id] = sentTask{desired: t.GetDesiredState()}
+				}
+			}
+		})
+	}
+	for id := range removed {
+		if _, ok := sent[id]; ok {
+			out.Removed = append(out.Removed, id)
+			delete(sent, id)
+		}
+	}
+	if len(out.Updated) == 0 && len(out.Removed) == 0 {
+		return nil
+	}
+	return out
+}
+
+// assignment bundles a task with the exact spec it runs and its networks.
+func assignment(tx state.ReadTx, t *skiffpb.Task) *skiffpb.Assignment {
+	a := &skiffpb.Assignment{Task: t, Spec: tx.SpecOf(t)}
+	for _, na := range t.GetNetworks() {
+		if n := tx.Network(na.GetNetworkId()); n != nil {
+			a.Networks = append(a.Networks, n)
+		}
+	}
+	return a
+}

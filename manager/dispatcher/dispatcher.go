@@ -1,0 +1,439 @@
+// Package dispatcher holds the agents' sessions on the leader. Through a
+// session a node registers, heartbeats and reports task status; down it come
+// the node's assignments, first in full and then as changes, and requests
+// for container logs.
+//
+// Heartbeats never touch Raft. The leader keeps the time each node was last
+// heard from in memory and writes only a change of judgement (Ready, Down)
+// to the log, so a thousand idle nodes cost nothing in disk writes. A new
+// leader starts every node's clock afresh, giving agents a full grace period
+// to find it.
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/skiffhq/skiff/manager/state"
+	skiffpb "github.com/skiffhq/skiff/proto"
+)
+
+// Raft is what the dispatcher needs of the local Raft member.
+type Raft interface {
+	Propose(ctx context.Context, cmd *skiffpb.Command) (uint64, error)
+	IsLeader() bool
+}
+
+// Config configures a Dispatcher.
+type Config struct {
+	Store *state.Store
+	Raft  Raft
+	// LeaderAPIAddr returns the leader's API address, for redirects.
+	LeaderAPIAddr func() string
+	// ManagerAPIAddrs returns every manager's API address, for agents'
+	// failover.
+	ManagerAPIAddrs func() []string
+	// IsManager reports whether a node name belongs to a Raft member.
+	IsManager func(name string) bool
+	// HeartbeatPeriod is how often agents heartbeat; DownGrace is how long
+	// a node may stay silent before it is marked Down.
+	HeartbeatPeriod time.Duration
+	DownGrace       time.Duration
+	Logger          *slog.Logger
+}
+
+// Dispatcher implements skiffpb.DispatcherServer.
+type Dispatcher struct {
+	skiffpb.UnimplementedDispatcherServer
+	cfg    Config
+	store  *state.Store
+	logger *slog.Logger
+	now    func() time.Time
+
+	mu sync.Mutex
+	// running is the leader term's context; nil while not leading.
+	running  context.Context
+	sessions map[string]*session // by node ID
+	lastSeen map[string]time.Time
+	statusQ  chan *skiffpb.TaskStatusUpdate
+
+	logs *logBroker
+}
+
+// New returns a Dispatcher that accepts sessions once Run is called.
+func New(cfg Config) *Dispatcher {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.HeartbeatPeriod == 0 {
+		cfg.HeartbeatPeriod = 500 * time.Millisecond
+	}
+	if cfg.DownGrace == 0 {
+		cfg.DownGrace = 4 * cfg.HeartbeatPeriod
+	}
+	if cfg.IsManager == nil {
+		cfg.IsManager = func(string) bool { return false }
+	}
+	d := &Dispatcher{
+		cfg:      cfg,
+		store:    cfg.Store,
+		logger:   cfg.Logger.With("component", "dispatcher"),
+		now:      time.Now,
+		sessions: map[string]*session{},
+		lastSeen: map[string]time.Time{},
+	}
+	d.logs = newLogBroker(d)
+	return d
+}
+
+// Run serves sessions for one leader term: it returns when ctx ends, after
+// closing every session so the agents go find the next leader.
+func (d *Dispatcher) Run(ctx context.Context) {
+	statusQ := make(chan *skiffpb.TaskStatusUpdate, 65536)
+	d.mu.Lock()
+	d.running = ctx
+	d.statusQ = statusQ
+	now := d.now()
+	d.store.View(func(tx state.ReadTx) {
+		for _, n := range tx.Nodes() {
+			d.lastSeen[n.GetId()] = now
+		}
+	})
+	d.mu.Unlock()
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); d.monitorNodes(ctx) }()
+	go func() { defer wg.Done(); d.batchStatuses(ctx, statusQ) }()
+	<-ctx.Done()
+
+	d.mu.Lock()
+	d.running = nil
+	for id, s := range d.sessions {
+		s.cancel()
+		delete(d.sessions, id)
+	}
+	d.mu.Unlock()
+	wg.Wait()
+}
+
+// NodeHeard tells the dispatcher that gossip has declared the node named
+// name dead (alive = false) or alive. A dead verdict ends the node's grace at
+// once: the failure detector is faster than missed heartbeats, and a live
+// agent's next heartbeat would make it Ready again anyway.
+func (d *Dispatcher) NodeHeard(name string, alive bool) {
+	if alive {
+		return
+	}
+	var id string
+	d.store.View(func(tx state.ReadTx) {
+		if n := tx.NodeByName(name); n != nil {
+			id = n.GetId()
+		}
+	})
+	if id == "" {
+		return
+	}
+	d.mu.Lock()
+	d.lastSeen[id] = time.Time{}
+	d.mu.Unlock()
+	d.logger.Info("gossip reports node dead", "node", name)
+}
+
+// Session implements the agent's session stream.
+func (d *Dispatcher) Session(stream grpc.BidiStreamingServer[skiffpb.AgentMessage, skiffpb.ManagerMessage]) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	reg := first.GetRegister()
+	if reg == nil {
+		return status.Error(codes.InvalidArgument, "a session must start with Register")
+	}
+	d.mu.Lock()
+	running := d.running
+	d.mu.Unlock()
+	if running == nil || !d.cfg.Raft.IsLeader() {
+		leader := ""
+		if d.cfg.LeaderAPIAddr != nil {
+			leader = d.cfg.LeaderAPIAddr()
+		}
+		return stream.Send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_Redirect{Redirect: &skiffpb.Redirect{LeaderAddr: leader}}})
+	}
+	node, err := d.register(stream.Context(), reg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	stop := context.AfterFunc(running, cancel)
+	defer stop()
+
+	s := &session{nodeID: node.GetId(), name: node.GetName(), id: state.NewID(), stream: stream, cancel: cancel}
+	d.mu.Lock()
+	if old := d.sessions[s.nodeID]; old != nil {
+		old.cancel()
+	}
+	d.sessions[s.nodeID] = s
+	d.lastSeen[s.nodeID] = d.now()
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		if d.sessions[s.nodeID] == s {
+			delete(d.sessions, s.nodeID)
+		}
+		d.mu.Unlock()
+		d.logs.nodeGone(s.nodeID)
+	}()
+	d.logger.Info("session started", "node", node.GetName(), "node_id", node.GetId())
+
+	var managers []string
+	if d.cfg.ManagerAPIAddrs != nil {
+		managers = d.cfg.ManagerAPIAddrs()
+	}
+	if err := s.send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_Accepted{Accepted: &skiffpb.SessionAccepted{
+		NodeId: node.GetId(), SessionId: s.id, HeartbeatPeriod: int64(d.cfg.HeartbeatPeriod), Managers: managers,
+	}}}); err != nil {
+		return err
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- d.receive(ctx, s) }()
+	sendErr := d.streamAssignments(ctx, s)
+	cancel()
+	recvErr := <-errc
+	if sendErr != nil && !errors.Is(sendErr, context.Canceled) {
+		return sendErr
+	}
+	if recvErr != nil && !errors.Is(recvErr, context.Canceled) {
+		return recvErr
+	}
+	if running.Err() != nil {
+		return status.Error(codes.Unavailable, "this manager is no longer the leader; reconnect")
+	}
+	return nil
+}
+
+// register creates the node on its first session, or refreshes its
+// description and marks it Ready.
+func (d *Dispatcher) register(ctx context.Context, reg *skiffpb.Register) (*skiffpb.Node, error) {
+	if reg.GetName() == "" {
+		return nil, status.Error(codes.InvalidArgument, "register: the node needs a name")
+	}
+	now := d.now().UnixNano()
+	var old *skiffpb.Node
+	d.store.View(func(tx state.ReadTx) {
+		if reg.GetNodeId() != "" {
+			if n := tx.Node(reg.GetNodeId()); n != nil && n.GetName() == reg.GetName() {
+				old = n
+				return
+			}
+		}
+		old = tx.NodeByName(reg.GetName())
+	})
+	ready := &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_READY, Timestamp: now}
+	var next *skiffpb.Node
+	if old == nil {
+		role := skiffpb.NodeRole_NODE_ROLE_WORKER
+		if d.cfg.IsManager(reg.GetName()) {
+			role = skiffpb.NodeRole_NODE_ROLE_MANAGER
+		}
+		next = &skiffpb.Node{
+			Id: state.NewID(), Meta: &skiffpb.Meta{CreatedAt: now, UpdatedAt: now}, Name: reg.GetName(),
+			Spec: &skiffpb.NodeSpec{}, Role: role, Description: reg.GetDescription(), Status: ready,
+		}
+	} else {
+		next = proto.Clone(old).(*skiffpb.Node)
+		next.Description = reg.GetDescription()
+		next.Status = ready
+		next.Meta.UpdatedAt = now
+	}
+	if _, err := d.cfg.Raft.Propose(ctx, &skiffpb.Command{Actions: []*skiffpb.StoreAction{
+		{Action: &skiffpb.StoreAction_PutNode{PutNode: next}},
+	}}); err != nil {
+		if errors.Is(err, state.ErrVersionConflict) {
+			return nil, status.Errorf(codes.Aborted, "register node %s: %v; retry", reg.GetName(), err)
+		}
+		return nil, status.Errorf(codes.Unavailable, "register node %s: %v", reg.GetName(), err)
+	}
+	return next, nil
+}
+
+// receive handles what the agent sends until the stream ends.
+func (d *Dispatcher) receive(ctx context.Context, s *session) error {
+	for {
+		msg, err := s.stream.Recv()
+		if err != nil {
+			return err
+		}
+		d.mu.Lock()
+		d.lastSeen[s.nodeID] = d.now()
+		q := d.statusQ
+		d.mu.Unlock()
+		switch m := msg.GetMsg().(type) {
+		case *skiffpb.AgentMessage_Heartbeat:
+			if err := d.markReady(ctx, s); err != nil {
+				return err
+			}
+			if err := s.send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_HeartbeatAck{
+				HeartbeatAck: &skiffpb.HeartbeatAck{HeartbeatPeriod: int64(d.cfg.HeartbeatPeriod)},
+			}}); err != nil {
+				return err
+			}
+		case *skiffpb.AgentMessage_Statuses:
+			for _, u := range m.Statuses.GetUpdates() {
+				if !d.ownsTask(s.nodeID, u.GetTaskId()) {
+					continue
+				}
+				select {
+				case q <- u:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
+	}
+}
+
+// markReady brings a node that was judged Down back to Ready when it turns
+// out to be alive after all (a gossip false alarm, a healed partition).
+func (d *Dispatcher) markReady(ctx context.Context, s *session) error {
+	var st skiffpb.NodeState
+	d.store.View(func(tx state.ReadTx) { st = tx.Node(s.nodeID).GetStatus().GetState() })
+	if st == skiffpb.NodeState_NODE_STATE_READY {
+		return nil
+	}
+	return d.setNodeState(ctx, s.nodeID, skiffpb.NodeState_NODE_STATE_READY, "")
+}
+
+func (d *Dispatcher) setNodeState(ctx context.Context, nodeID string, st skiffpb.NodeState, msg string) error {
+	_, err := d.cfg.Raft.Propose(ctx, &skiffpb.Command{Actions: []*skiffpb.StoreAction{{
+		Action: &skiffpb.StoreAction_NodeStatus{NodeStatus: &skiffpb.NodeStatusUpdate{
+			NodeId: nodeID, Status: &skiffpb.NodeStatus{State: st, Message: msg, Timestamp: d.now().UnixNano()},
+		}},
+	}}})
+	if err != nil {
+		return fmt.Errorf("set node %s %s: %w", nodeID, st, err)
+	}
+	return nil
+}
+
+// ownsTask guards against an agent reporting on another node's task.
+func (d *Dispatcher) ownsTask(nodeID, taskID string) bool {
+	ok := false
+	d.store.View(func(tx state.ReadTx) { ok = tx.Task(taskID).GetNodeId() == nodeID })
+	return ok
+}
+
+// monitorNodes marks nodes Down once they have been silent for the grace.
+func (d *Dispatcher) monitorNodes(ctx context.Context) {
+	tick := time.NewTicker(d.cfg.HeartbeatPeriod / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := d.now()
+		var down []string
+		d.store.View(func(tx state.ReadTx) {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			for _, n := range tx.Nodes() {
+				if n.GetStatus().GetState() == skiffpb.NodeState_NODE_STATE_DOWN {
+					continue
+				}
+				seen, ok := d.lastSeen[n.GetId()]
+				if !ok {
+					d.lastSeen[n.GetId()] = now
+					continue
+				}
+				if now.Sub(seen) > d.cfg.DownGrace {
+					down = append(down, n.GetId())
+				}
+			}
+		})
+		for _, id := range down {
+			d.logger.Warn("node missed its heartbeats; marking it down", "node_id", id, "grace", d.cfg.DownGrace)
+			if err := d.setNodeState(ctx, id, skiffpb.NodeState_NODE_STATE_DOWN, "heartbeat failure"); err != nil && ctx.Err() == nil {
+				d.logger.Error("mark node down", "node_id", id, "error", err)
+			}
+		}
+	}
+}
+
+// statusBatchMax and statusBatchWait bound how many status reports one Raft
+// command carries and how long a report waits for company. Batching turns a
+// burst of thousands of reports into a few log entries.
+const (
+	statusBatchMax  = 4096
+	statusBatchWait = 10 * time.Millisecond
+)
+
+// batchStatuses commits the agents' task reports in batches.
+func (d *Dispatcher) batchStatuses(ctx context.Context, q <-chan *skiffpb.TaskStatusUpdate) {
+	var batch []*skiffpb.StoreAction
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if _, err := d.cfg.Raft.Propose(ctx, &skiffpb.Command{Actions: batch}); err != nil && ctx.Err() == nil {
+			// The agents report every task again when their session is
+			// re-established, so a lost batch is recovered, not forgotten.
+			d.logger.Error("commit task statuses", "count", len(batch), "error", err)
+		}
+		batch = nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case u := <-q:
+			batch = append(batch, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_TaskStatus{TaskStatus: u}})
+			timer := time.NewTimer(statusBatchWait)
+		fill:
+			for len(batch) < statusBatchMax {
+				select {
+				case u := <-q:
+					batch = append(batch, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_TaskStatus{TaskStatus: u}})
+				case <-timer.C:
+					break fill
+				case <-ctx.Done():
+					timer.Stop()
+					return
+				}
+			}
+			timer.Stop()
+			flush()
+		}
+	}
+}
+
+// session is one agent's stream.
+type session struct {
+	nodeID string
+	name   string
+	id     string
+	stream grpc.BidiStreamingServer[skiffpb.AgentMessage, skiffpb.ManagerMessage]
+	cancel context.CancelFunc
+
+	sendMu sync.Mutex
+}
+
+// send is safe for concurrent use: assignments and log subscriptions share
+// the stream.
+func (s *session) send(m *skiffpb.ManagerMessage) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	return s.stream.Send(m)
+}

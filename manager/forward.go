@@ -1,0 +1,195 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	_ "github.com/skiffhq/skiff/proto" // registers the descriptors the forwarder looks up
+)
+
+// controlPrefix selects the calls a follower forwards: the whole Control
+// API. Serving reads on the leader too is what gives a client that wrote and
+// then reads its own write, whichever manager it talks to; it is also what
+// Docker Swarm does.
+const controlPrefix = "/skiff.v1.Control/"
+
+// forwarder sends Control API calls that reach a follower on to the leader,
+// as they are: it looks up each method's message types in the protobuf
+// registry, so it needs no code per method.
+type forwarder struct {
+	isLeader   func() bool
+	leaderAddr func() (string, error)
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newForwarder(isLeader func() bool, leaderAddr func() (string, error)) *forwarder {
+	return &forwarder{isLeader: isLeader, leaderAddr: leaderAddr, conns: map[string]*grpc.ClientConn{}}
+}
+
+// conn returns a connection to the current leader, reusing one per address.
+func (f *forwarder) conn() (*grpc.ClientConn, error) {
+	addr, err := f.leaderAddr()
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "connect to leader %s: %v", addr, err)
+	}
+	f.conns[addr] = c
+	return c, nil
+}
+
+func (f *forwarder) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for addr, c := range f.conns {
+		c.Close()
+		delete(f.conns, addr)
+	}
+}
+
+// forwardedHeader marks a forwarded call, so that two managers that each
+// think the other leads (briefly, during an election) cannot bounce a call
+// between them forever.
+const forwardedHeader = "skiff-forwarded"
+
+func (f *forwarder) shouldForward(ctx context.Context, method string) (bool, error) {
+	if !strings.HasPrefix(method, controlPrefix) || f.isLeader() {
+		return false, nil
+	}
+	if md, ok := metadataFrom(ctx); ok && len(md.Get(forwardedHeader)) > 0 {
+		return false, status.Error(codes.Unavailable, "no leader: the manager this call was forwarded to is not the leader either; retry in a moment")
+	}
+	return true, nil
+}
+
+// unary is a grpc.UnaryServerInterceptor.
+func (f *forwarder) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	fwd, err := f.shouldForward(ctx, info.FullMethod)
+	if err != nil || !fwd {
+		if err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+	md, err := methodOf(info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	reply, err := newMessage(md.Output())
+	if err != nil {
+		return nil, err
+	}
+	c, err := f.conn()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Invoke(outgoing(ctx), info.FullMethod, req, reply); err != nil {
+		return nil, err
+	}
+	return reply, nil
+}
+
+// stream is a grpc.StreamServerInterceptor; the Control API's streams are
+// server-streaming (one request, many replies).
+func (f *forwarder) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	fwd, err := f.shouldForward(ss.Context(), info.FullMethod)
+	if err != nil {
+		return err
+	}
+	if !fwd {
+		return handler(srv, ss)
+	}
+	md, err := methodOf(info.FullMethod)
+	if err != nil {
+		return err
+	}
+	req, err := newMessage(md.Input())
+	if err != nil {
+		return err
+	}
+	if err := ss.RecvMsg(req); err != nil {
+		return err
+	}
+	c, err := f.conn()
+	if err != nil {
+		return err
+	}
+	desc := &grpc.StreamDesc{StreamName: string(md.Name()), ServerStreams: true}
+	cs, err := c.NewStream(outgoing(ss.Context()), desc, info.FullMethod)
+	if err != nil {
+		return err
+	}
+	if err := cs.SendMsg(req); err != nil {
+		return err
+	}
+	if err := cs.CloseSend(); err != nil {
+		return err
+	}
+	for {
+		reply, err := newMessage(md.Output())
+		if err != nil {
+			return err
+		}
+		if err := cs.RecvMsg(reply); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if err := ss.SendMsg(reply); err != nil {
+			return err
+		}
+	}
+}
+
+func methodOf(fullMethod string) (protoreflect.MethodDescriptor, error) {
+	// "/skiff.v1.Control/DeployStack" → "skiff.v1.Control.DeployStack"
+	name := strings.Replace(strings.TrimPrefix(fullMethod, "/"), "/", ".", 1)
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
+	if err != nil {
+		return nil, status.Errorf(codes.Unimplemented, "forward %s: %v", fullMethod, err)
+	}
+	md, ok := d.(protoreflect.MethodDescriptor)
+	if !ok {
+		return nil, status.Errorf(codes.Unimplemented, "forward %s: not a method", fullMethod)
+	}
+	return md, nil
+}
+
+func newMessage(d protoreflect.MessageDescriptor) (proto.Message, error) {
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(d.FullName())
+	if err != nil {
+		return nil, fmt.Errorf("forward: message type %s: %w", d.FullName(), err)
+	}
+	return mt.New().Interface(), nil
+}
+
+func metadataFrom(ctx context.Context) (metadata.MD, bool) { return metadata.FromIncomingContext(ctx) }
+
+// outgoing marks the call as forwarded; the caller's deadline travels with
+// the context.
+func outgoing(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, forwardedHeader, "1")
+}

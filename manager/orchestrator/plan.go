@@ -1,0 +1,329 @@
+package orchestrator
+
+import (
+	"sort"
+	"time"
+
+	"github.com/skiffhq/skiff/manager/state"
+	skiffpb "github.com/skiffhq/skiff/proto"
+	"github.com/skiffhq/skiff/scheduler"
+)
+
+// defaultRestartDelay is Docker Swarm's delay between restarts of a failed
+// task when the service sets none.
+const defaultRestartDelay = 5 * time.Second
+
+// plan accumulates the actions of one reconcile. It is a pure computation
+// over a read view, apart from the clock reading it was given.
+type plan struct {
+	now     time.Time
+	history int
+	nodes   []*skiffpb.Node
+	updates map[string]time.Time
+
+	actions []*skiffpb.StoreAction
+	wake    time.Time
+}
+
+func (p *plan) wakeAt(t time.Time) {
+	if p.wake.IsZero() || t.Before(p.wake) {
+		p.wake = t
+	}
+}
+
+func (p *plan) setDesired(t *skiffpb.Task, st skiffpb.TaskState) {
+	if t.GetDesiredState() >= st {
+		return
+	}
+	p.actions = append(p.actions, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_TaskDesired{
+		TaskDesired: &skiffpb.TaskDesiredUpdate{TaskId: t.GetId(), DesiredState: st},
+	}})
+}
+
+func (p *plan) deleteTask(t *skiffpb.Task) {
+	p.actions = append(p.actions, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_DeleteTask{DeleteTask: t.GetId()}})
+}
+
+func (p *plan) createTask(sv *skiffpb.Service, slot uint64, nodeID string, attempt uint64) {
+	now := p.now.UnixNano()
+	st := &skiffpb.TaskStatus{State: skiffpb.TaskState_TASK_STATE_PENDING, Timestamp: now, Message: "pending task scheduling"}
+	t := &skiffpb.Task{
+		Id:           state.NewID(),
+		Meta:         &skiffpb.Meta{CreatedAt: now, UpdatedAt: now},
+		ServiceId:    sv.GetId(),
+		ServiceName:  sv.GetSpec().GetName(),
+		Stack:        sv.GetSpec().GetStack(),
+		Slot:         slot,
+		NodeId:       nodeID,
+		SpecVersion:  sv.GetSpecVersion(),
+		DesiredState: skiffpb.TaskState_TASK_STATE_RUNNING,
+		Status:       st,
+		Attempt:      attempt,
+	}
+	if nodeID != "" {
+		st.State = skiffpb.TaskState_TASK_STATE_ASSIGNED
+		st.Message = "assigned"
+	}
+	p.actions = append(p.actions, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_PutTask{PutTask: t}})
+}
+
+// removed handles the tasks of a deleted service: each is told to go away,
+// and deleted once it has stopped or can no longer be heard from.
+func (p *plan) removed(tasks []*skiffpb.Task) {
+	nodes := p.nodeIndex()
+	for _, t := range tasks {
+		p.setDesired(t, skiffpb.TaskState_TASK_STATE_REMOVE)
+		n := nodes[t.GetNodeId()]
+		if finished(t) || t.GetNodeId() == "" || n == nil || n.GetStatus().GetState() == skiffpb.NodeState_NODE_STATE_DOWN {
+			p.deleteTask(t)
+		}
+	}
+}
+
+func (p *plan) nodeIndex() map[string]*skiffpb.Node {
+	m := make(map[string]*skiffpb.Node, len(p.nodes))
+	for _, n := range p.nodes {
+		m[n.GetId()] = n
+	}
+	return m
+}
+
+// service reconciles one service.
+func (p *plan) service(sv *skiffpb.Service, tasks []*skiffpb.Task) {
+	nodes := p.nodeIndex()
+	slots := map[uint64][]*skiffpb.Task{}
+	for _, t := range tasks {
+		slots[slotKey(sv, t)] = append(slots[slotKey(sv, t)], t)
+	}
+	var wanted map[uint64]string // slot → node for global services
+	if sv.GetSpec().GetMode() == skiffpb.ServiceMode_SERVICE_MODE_GLOBAL {
+		wanted = p.globalSlots(sv)
+	}
+	keys := make([]uint64, 0, len(slots))
+	for k := range slots {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+
+	u := p.newUpdate(sv)
+	for _, k := range keys {
+		p.slot(sv, k, slots[k], nodes, wanted, u)
+	}
+	// Slots with no task at all yet.
+	if wanted != nil {
+		for k, nodeID := range wanted {
+			if _, ok := slots[k]; !ok {
+				p.createTask(sv, 0, nodeID, 0)
+			}
+		}
+	} else {
+		for k := uint64(1); k <= sv.GetSpec().GetReplicas(); k++ {
+			if _, ok := slots[k]; !ok {
+				p.createTask(sv, k, "", 0)
+			}
+		}
+	}
+	u.finish(p, sv, tasks)
+}
+
+// slotKey is the slot number, or for a global service a number standing for
+// the node (global tasks all have slot 0).
+func slotKey(sv *skiffpb.Service, t *skiffpb.Task) uint64 {
+	if sv.GetSpec().GetMode() == skiffpb.ServiceMode_SERVICE_MODE_GLOBAL {
+		return nodeKey(t.GetNodeId())
+	}
+	return t.GetSlot()
+}
+
+// nodeKey maps a node ID to a slot key with FNV-1a; collisions between two
+// node IDs of one cluster are vanishingly unlikely and would only merge two
+// nodes' histories.
+func nodeKey(id string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(id); i++ {
+		h ^= uint64(id[i])
+		h *= 1099511628211
+	}
+	return h | 1<<63
+}
+
+// globalSlots returns the slots a global service should have: one per node
+// that is ready, not drained, and meets the constraints. Paused nodes keep
+// the task they have but get no new one; that is handled by the caller.
+func (p *plan) globalSlots(sv *skiffpb.Service) map[uint64]string {
+	cs, err := scheduler.ParseConstraints(sv.GetSpec().GetPlacement().GetConstraints())
+	if err != nil {
+		return map[uint64]string{}
+	}
+	out := map[uint64]string{}
+	for _, n := range p.nodes {
+		if n.GetStatus().GetState() != skiffpb.NodeState_NODE_STATE_READY ||
+			n.GetSpec().GetAvailability() != skiffpb.NodeAvailability_NODE_AVAILABILITY_ACTIVE ||
+			!scheduler.MatchConstraints(cs, n) {
+			continue
+		}
+		out[nodeKey(n.GetId())] = n.GetId()
+	}
+	return out
+}
+
+// finished reports whether a task's container is gone for good.
+func finished(t *skiffpb.Task) bool {
+	return t.GetStatus().GetState() >= skiffpb.TaskState_TASK_STATE_COMPLETE
+}
+
+// live reports whether a task is meant to run.
+func live(t *skiffpb.Task) bool {
+	return t.GetDesiredState() <= skiffpb.TaskState_TASK_STATE_RUNNING
+}
+
+// nodeLost reports whether a task's node can no longer run it: down,
+// removed, or drained.
+func nodeLost(t *skiffpb.Task, nodes map[string]*skiffpb.Node) bool {
+	if t.GetNodeId() == "" {
+		return false
+	}
+	n := nodes[t.GetNodeId()]
+	return n == nil || n.GetStatus().GetState() == skiffpb.NodeState_NODE_STATE_DOWN ||
+		n.GetSpec().GetAvailability() == skiffpb.NodeAvailability_NODE_AVAILABILITY_DRAIN
+}
+
+// slot reconciles one slot: it ends tasks that died or lost their node,
+// starts a replacement when the restart policy allows, shrinks the service
+// when the slot is beyond the replica count, and prunes history.
+func (p *plan) slot(sv *skiffpb.Service, key uint64, tasks []*skiffpb.Task, nodes map[string]*skiffpb.Node, wanted map[uint64]string, u *update) {
+	sort.Slice(tasks, func(i, j int) bool { return older(tasks[i], tasks[j]) })
+	latest := tasks[len(tasks)-1]
+
+	inService := true
+	nodeID := ""
+	if wanted != nil {
+		nodeID, inService = wanted[key]
+		if !inService && nodeUsable(latest, nodes) && live(latest) && !finished(latest) {
+			// A paused node keeps its global task.
+			n := nodes[latest.GetNodeId()]
+			inService = n.GetSpec().GetAvailability() == skiffpb.NodeAvailability_NODE_AVAILABILITY_PAUSE
+			nodeID = latest.GetNodeId()
+		}
+	} else {
+		inService = key <= sv.GetSpec().GetReplicas()
+	}
+
+	var running []*skiffpb.Task
+	replace := false
+	restartCause := skiffpb.TaskState(0)
+	for _, t := range tasks {
+		if !live(t) {
+			continue
+		}
+		switch {
+		case !inService:
+			p.setDesired(t, skiffpb.TaskState_TASK_STATE_SHUTDOWN)
+		case nodeLost(t, nodes):
+			// Moved regardless of the restart policy: the task did not
+			// fail, its host went away or was drained.
+			p.setDesired(t, skiffpb.TaskState_TASK_STATE_SHUTDOWN)
+			replace = true
+		case finished(t):
+			p.setDesired(t, skiffpb.TaskState_TASK_STATE_SHUTDOWN)
+			if t == latest {
+				restartCause = t.GetStatus().GetState()
+			}
+		default:
+			running = append(running, t)
+		}
+	}
+
+	if inService {
+		switch {
+		case len(running) > 0:
+			u.observe(p, key, nodeID, running)
+		case replace:
+			p.createTask(sv, slotNumber(sv, key), nodeID, 0)
+		case restartCause != 0:
+			u.failed(latest)
+			p.restart(sv, key, nodeID, tasks, latest, restartCause)
+		}
+	}
+	p.prune(tasks)
+}
+
+func nodeUsable(t *skiffpb.Task, nodes map[string]*skiffpb.Node) bool {
+	return t.GetNodeId() != "" && !nodeLost(t, nodes)
+}
+
+func slotNumber(sv *skiffpb.Service, key uint64) uint64 {
+	if sv.GetSpec().GetMode() == skiffpb.ServiceMode_SERVICE_MODE_GLOBAL {
+		return 0
+	}
+	return key
+}
+
+// older orders tasks by creation, then ID, so "latest" is stable.
+func older(a, b *skiffpb.Task) bool {
+	if a.GetMeta().GetCreatedAt() != b.GetMeta().GetCreatedAt() {
+		return a.GetMeta().GetCreatedAt() < b.GetMeta().GetCreatedAt()
+	}
+	return a.GetId() < b.GetId()
+}
+
+// restart starts a new task in the slot if the restart policy allows it,
+// after the policy's delay.
+func (p *plan) restart(sv *skiffpb.Service, key uint64, nodeID string, tasks []*skiffpb.Task, latest *skiffpb.Task, cause skiffpb.TaskState) {
+	rp := sv.GetSpec().GetRestartPolicy()
+	delay := defaultRestartDelay
+	if rp != nil {
+		delay = time.Duration(rp.GetDelay())
+	}
+	if cause != 0 {
+		switch rp.GetCondition() {
+		case skiffpb.RestartCondition_RESTART_CONDITION_NONE:
+			return
+		case skiffpb.RestartCondition_RESTART_CONDITION_ON_FAILURE:
+			if cause == skiffpb.TaskState_TASK_STATE_COMPLETE {
+				return
+			}
+		}
+		if max := rp.GetMaxAttempts(); max > 0 && attempts(tasks, rp, p.now) >= max {
+			return
+		}
+	}
+	due := time.Unix(0, latest.GetStatus().GetTimestamp()).Add(delay)
+	if p.now.Before(due) {
+		p.wakeAt(due)
+		return
+	}
+	p.createTask(sv, slotNumber(sv, key), nodeID, latest.GetAttempt()+1)
+}
+
+// attempts counts the restarts that count against max_attempts: those of
+// tasks created within the policy's window (or all, without a window). Only
+// the slot's retained history is visible, so a window longer than the
+// history covers counts at most the history's length.
+func attempts(tasks []*skiffpb.Task, rp *skiffpb.RestartPolicy, now time.Time) uint64 {
+	if rp.GetWindow() == 0 {
+		return tasks[len(tasks)-1].GetAttempt()
+	}
+	since := now.Add(-time.Duration(rp.GetWindow())).UnixNano()
+	var n uint64
+	for _, t := range tasks {
+		if t.GetAttempt() > 0 && t.GetMeta().GetCreatedAt() >= since {
+			n++
+		}
+	}
+	return n
+}
+
+// prune deletes the oldest finished tasks beyond the history limit.
+func (p *plan) prune(tasks []*skiffpb.Task) {
+	excess := len(tasks) - p.history
+	for _, t := range tasks {
+		if excess <= 0 {
+			return
+		}
+		if !live(t) && finished(t) {
+			p.deleteTask(t)
+			excess--
+		}
+	}
+}

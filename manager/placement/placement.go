@@ -1,0 +1,273 @@
+// Package placement runs the scheduler on the leader: it keeps the pending
+// tasks and a NodeInfo per node up to date from the store's events, hands
+// them to the pure scheduler package, and commits its decisions in batches.
+//
+// Keeping the NodeInfos incrementally (adding and removing one task at a
+// time as events arrive) is what lets placement keep up with a million
+// tasks: a scheduling pass costs what it places, not what the cluster holds.
+package placement
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/skiffhq/skiff/manager/state"
+	skiffpb "github.com/skiffhq/skiff/proto"
+	"github.com/skiffhq/skiff/scheduler"
+)
+
+// Raft is what placement needs of the local Raft member.
+type Raft interface {
+	Propose(ctx context.Context, cmd *skiffpb.Command) (uint64, error)
+}
+
+// Config configures a Placer.
+type Config struct {
+	Store  *state.Store
+	Raft   Raft
+	Logger *slog.Logger
+	// Latency, when set, observes how long each pending task waited.
+	Latency prometheus.Observer
+}
+
+// Placer assigns pending tasks to nodes.
+type Placer struct {
+	cfg    Config
+	logger *slog.Logger
+
+	nodes   map[string]*scheduler.NodeInfo
+	counted map[string]counted // task ID → what it contributes to its node
+	pending map[string]*skiffpb.Task
+	// waiting are pending tasks that fit nowhere; they are tried again when
+	// a node changes or a task frees room.
+	waiting map[string]*skiffpb.Task
+}
+
+// counted is a task's contribution to a NodeInfo, remembered so it can be
+// taken back exactly.
+type counted struct {
+	nodeID string
+	spec   *skiffpb.ServiceSpec
+	task   *skiffpb.Task
+}
+
+// New returns a Placer.
+func New(cfg Config) *Placer {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Placer{cfg: cfg, logger: cfg.Logger.With("component", "placement")}
+}
+
+// maxPlacementsPerCommand bounds one Raft entry of placements.
+const maxPlacementsPerCommand = 4096
+
+// Run places tasks until ctx ends.
+func (p *Placer) Run(ctx context.Context) {
+	for ctx.Err() == nil {
+		p.runWatch(ctx)
+	}
+}
+
+// runWatch rebuilds the view, then follows changes until the watch is cut
+// off or ctx ends.
+func (p *Placer) runWatch(ctx context.Context) {
+	var specOf func(*skiffpb.Task) *skiffpb.ServiceSpec
+	ch, cancel := p.cfg.Store.ViewAndWatch(func(tx state.ReadTx) {
+		p.nodes = map[string]*scheduler.NodeInfo{}
+		p.counted = map[string]counted{}
+		p.pending = map[string]*skiffpb.Task{}
+		p.waiting = map[string]*skiffpb.Task{}
+		for _, n := range tx.Nodes() {
+			p.nodes[n.GetId()] = scheduler.NewNodeInfo(n, nil, nil)
+		}
+		specOf = tx.SpecOf
+		tx.EachTask(func(t *skiffpb.Task) bool {
+			p.track(t, specOf(t))
+			return true
+		})
+	})
+	defer cancel()
+	for {
+		if len(p.pending) > 0 {
+			if err := p.place(ctx); err != nil {
+				p.logger.Warn("placement round failed; rebuilding", "error", err)
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case b, ok := <-ch:
+			if !ok {
+				return
+			}
+			p.apply(b)
+		drain:
+			for {
+				select {
+				case b, ok := <-ch:
+					if !ok {
+						return
+					}
+					p.apply(b)
+				default:
+					break drain
+				}
+			}
+		}
+	}
+}
+
+// apply folds one batch of store events into the view.
+func (p *Placer) apply(b state.Batch) {
+	var tasks []*skiffpb.Task
+	for _, ev := range b.Events {
+		switch o := ev.Object.(type) {
+		case *skiffpb.Node:
+			p.retryWaiting()
+			if ev.Deleted {
+				delete(p.nodes, o.GetId())
+				continue
+			}
+			if ni := p.nodes[o.GetId()]; ni != nil {
+				ni.Node = o
+			} else {
+				p.nodes[o.GetId()] = scheduler.NewNodeInfo(o, nil, nil)
+			}
+		case *skiffpb.Task:
+			if ev.Deleted {
+				p.untrack(o.GetId())
+				delete(p.pending, o.GetId())
+				delete(p.waiting, o.GetId())
+				continue
+			}
+			tasks = append(tasks, o)
+		}
+	}
+	if len(tasks) == 0 {
+		return
+	}
+	p.cfg.Store.View(func(tx state.ReadTx) {
+		for _, t := range tasks {
+			p.track(t, tx.SpecOf(t))
+		}
+	})
+}
+
+// holdsNode reports whether a task takes up room on its node.
+func holdsNode(t *skiffpb.Task) bool {
+	return t.GetNodeId() != "" && t.GetDesiredState() <= skiffpb.TaskState_TASK_STATE_RUNNING &&
+		t.GetStatus().GetState() < skiffpb.TaskState_TASK_STATE_COMPLETE
+}
+
+func isPending(t *skiffpb.Task) bool {
+	return t.GetNodeId() == "" && t.GetDesiredState() <= skiffpb.TaskState_TASK_STATE_RUNNING &&
+		t.GetStatus().GetState() <= skiffpb.TaskState_TASK_STATE_PENDING
+}
+
+// track brings the view in line with the task as it is now.
+func (p *Placer) track(t *skiffpb.Task, spec *skiffpb.ServiceSpec) {
+	delete(p.waiting, t.GetId())
+	if isPending(t) {
+		p.pending[t.GetId()] = t
+	} else {
+		delete(p.pending, t.GetId())
+	}
+	c, was := p.counted[t.GetId()]
+	if holdsNode(t) {
+		if was && c.nodeID == t.GetNodeId() {
+			return
+		}
+		p.untrack(t.GetId())
+		if ni := p.nodes[t.GetNodeId()]; ni != nil {
+			ni.AddTask(t, spec)
+			p.counted[t.GetId()] = counted{nodeID: t.GetNodeId(), spec: spec, task: t}
+		}
+		return
+	}
+	p.untrack(t.GetId())
+}
+
+func (p *Placer) untrack(id string) {
+	c, ok := p.counted[id]
+	if !ok {
+		return
+	}
+	delete(p.counted, id)
+	if ni := p.nodes[c.nodeID]; ni != nil {
+		ni.RemoveTask(c.task, c.spec)
+	}
+	p.retryWaiting()
+}
+
+// retryWaiting makes the tasks that fit nowhere pending again, because the
+// cluster changed in a way that may make room for them.
+func (p *Placer) retryWaiting() {
+	for id, t := range p.waiting {
+		p.pending[id] = t
+		delete(p.waiting, id)
+	}
+}
+
+// place runs one scheduling pass over every pending task and commits it.
+func (p *Placer) place(ctx context.Context) error {
+	reqs := make([]scheduler.Request, 0, len(p.pending))
+	p.cfg.Store.View(func(tx state.ReadTx) {
+		for _, t := range p.pending {
+			// A placement the store dropped (decided on a stale view) left
+			// its reservation counted; take it back before trying again.
+			p.untrack(t.GetId())
+			reqs = append(reqs, scheduler.Request{Task: t, Spec: tx.SpecOf(t)})
+		}
+	})
+	nodes := make([]*scheduler.NodeInfo, 0, len(p.nodes))
+	for _, ni := range p.nodes {
+		nodes = append(nodes, ni)
+	}
+	decisions := scheduler.Schedule(nodes, reqs)
+
+	now := time.Now()
+	var actions []*skiffpb.StoreAction
+	for i, d := range decisions {
+		t := reqs[i].Task
+		if d.Placed() {
+			// Schedule already added the task to the node's NodeInfo.
+			p.counted[t.GetId()] = counted{nodeID: d.NodeID, spec: reqs[i].Spec, task: t}
+			delete(p.pending, t.GetId())
+			actions = append(actions, placementAction(t, d, now))
+			if p.cfg.Latency != nil {
+				p.cfg.Latency.Observe(now.Sub(time.Unix(0, t.GetMeta().GetCreatedAt())).Seconds())
+			}
+			continue
+		}
+		if t.GetStatus().GetErr() != d.Explanation {
+			actions = append(actions, placementAction(t, d, now))
+		}
+		// Unplaceable tasks wait for a change in the cluster rather than
+		// being retried in a loop.
+		delete(p.pending, t.GetId())
+		p.waiting[t.GetId()] = t
+	}
+	for len(actions) > 0 {
+		n := min(len(actions), maxPlacementsPerCommand)
+		if _, err := p.cfg.Raft.Propose(ctx, &skiffpb.Command{Actions: actions[:n]}); err != nil {
+			return err
+		}
+		actions = actions[n:]
+	}
+	return nil
+}
+
+func placementAction(t *skiffpb.Task, d scheduler.Decision, now time.Time) *skiffpb.StoreAction {
+	st := &skiffpb.TaskStatus{State: skiffpb.TaskState_TASK_STATE_ASSIGNED, Timestamp: now.UnixNano(), Message: "scheduler assigned task to node"}
+	if !d.Placed() {
+		st = &skiffpb.TaskStatus{State: skiffpb.TaskState_TASK_STATE_PENDING, Timestamp: t.GetStatus().GetTimestamp(), Message: "pending task scheduling", Err: d.Explanation}
+	}
+	return &skiffpb.StoreAction{Action: &skiffpb.StoreAction_TaskPlacement{TaskPlacement: &skiffpb.TaskPlacement{
+		TaskId: t.GetId(), NodeId: d.NodeID, Status: st, Ports: d.Ports,
+	}}}
+}
