@@ -12,7 +12,7 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 TOOLS := $(CURDIR)/bin/tools
 
-.PHONY: all build images generate test test-unit test-e2e bench lint clean
+.PHONY: all deps build images generate test test-unit test-e2e bench lint clean demo
 
 all: build
 
@@ -34,7 +34,12 @@ generate:
 		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
 		proto/skiff.proto
 
-test: test-unit test-e2e
+# Debian packages the tests need (iproute2, redis-server, ...); a no-op when
+# they are installed.
+deps:
+	deploy/install-deps
+
+test: deps test-unit test-e2e
 
 test-unit:
 	$(GO) test -race -count=1 ./...
@@ -44,8 +49,12 @@ test-unit:
 test-e2e: build images
 	$(GO) test -tags e2e -count=1 -p 1 -timeout 40m -v ./e2e/...
 
-bench: build images
+bench: deps build images
 	bench/run
+
+# The tutorial on a 3-host testbed: prints the URL to curl.
+demo: deps build images
+	deploy/demo
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -369,19 +369,15 @@ func newHCLogger(l *slog.Logger) hclog.Logger {
 type slogWriter struct{ l *slog.Logger }
 
 func (w *slogWriter) Write(p []byte) (int, error) {
-	msg := string(p)
-	for len(msg) > 0 && (msg[len(msg)-1] == '\n' || msg[len(msg)-1] == '\r') {
-		msg = msg[:len(msg)-1]
-	}
+	msg := strings.TrimRight(string(p), "\r\n")
 	level := slog.LevelInfo
-	switch {
-	case strings.Contains(msg, "[ERROR]"):
-		level = slog.LevelError
-	case strings.Contains(msg, "[WARN]"):
-		level = slog.LevelWarn
-	case strings.Contains(msg, "[DEBUG]"), strings.Contains(msg, "[TRACE]"):
-		level = slog.LevelDebug
+	for tag, lv := range map[string]slog.Level{"[ERROR]": slog.LevelError, "[WARN]": slog.LevelWarn, "[INFO]": slog.LevelInfo, "[DEBUG]": slog.LevelDebug, "[TRACE]": slog.LevelDebug} {
+		if rest, ok := strings.CutPrefix(msg, tag); ok {
+			level, msg = lv, rest
+			break
+		}
 	}
+	msg = strings.TrimPrefix(strings.TrimSpace(msg), "raft: ")
 	w.l.Log(context.Background(), level, msg)
 	return len(p), nil
 }

@@ -1,3 +1,0 @@
-package compose
-
-import _ "github.com/compose-spec/compose-go/v2/loader"
