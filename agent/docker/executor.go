@@ -1,0 +1,272 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
+
+	"github.com/skiffhq/skiff/agent"
+	skiffpb "github.com/skiffhq/skiff/proto"
+)
+
+// ErrNoContainer is returned (wrapped) by Start and Logs when the node owns
+// no container for the task, for instance because it was never prepared or
+// someone removed it behind the agent's back.
+var ErrNoContainer = errors.New("no container for task")
+
+// Executor runs tasks as containers of one Docker engine, on behalf of one
+// node. It is safe for concurrent use.
+type Executor struct {
+	// NetworkMode is the engine network mode of task containers:
+	// DefaultNetworkMode when empty. Set it before the executor is first
+	// used; it is read, never written, by the executor's methods.
+	NetworkMode string
+
+	client *client.Client
+	node   string
+	log    *slog.Logger
+
+	// negotiated gates every engine call behind one API version
+	// negotiation; see ready.
+	negotiated  atomic.Bool
+	negotiateMu sync.Mutex
+}
+
+var _ agent.Executor = (*Executor)(nil)
+
+// New returns an executor for the engine at host (for example
+// unix:///var/run/docker.sock; empty means the DOCKER_HOST environment or
+// the platform's default socket) that owns the containers labelled with
+// node. node must be stable across agent restarts, since it is how a
+// restarted agent finds its containers again. It does not contact the
+// engine: an engine that is down now may be up by the first call. A nil
+// logger discards logs.
+func New(host, node string, logger *slog.Logger) (*Executor, error) {
+	if node == "" {
+		return nil, errors.New("docker executor: empty node identity")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	opts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
+	if host != "" {
+		opts = append(opts, client.WithHost(host))
+	}
+	c, err := client.NewClientWithOpts(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("docker client for %s: %w", host, err)
+	}
+	return &Executor{
+		client: c,
+		node:   node,
+		log:    logger.With("component", "docker-executor", "node", node),
+	}, nil
+}
+
+// Close releases the connection to the engine. The containers keep running.
+func (e *Executor) Close() error {
+	return e.client.Close()
+}
+
+// Node returns the identity the executor stamps on, and looks for in, the
+// skiff.node label.
+func (e *Executor) Node() string {
+	return e.node
+}
+
+// ready negotiates the engine's API version once, before any other call.
+// The client would negotiate lazily on its first request, but it reads the
+// version it negotiates without a lock in many places (the event reader, the
+// filters of a listing), so the first concurrent calls of a fresh client
+// race. After this, the version never changes again.
+func (e *Executor) ready(ctx context.Context) error {
+	if e.negotiated.Load() {
+		return nil
+	}
+	e.negotiateMu.Lock()
+	defer e.negotiateMu.Unlock()
+	if e.negotiated.Load() {
+		return nil
+	}
+	ping, err := e.client.Ping(ctx)
+	if err != nil {
+		return fmt.Errorf("reach engine: %w", err)
+	}
+	e.client.NegotiateAPIVersionPing(ping)
+	e.negotiated.Store(true)
+	return nil
+}
+
+func (e *Executor) networkMode() string {
+	if e.NetworkMode == "" {
+		return DefaultNetworkMode
+	}
+	return e.NetworkMode
+}
+
+// Describe reports the engine's host: its name, CPUs, memory, engine
+// version, OS and architecture. The agent adds its advertise address and its
+// --label flags, which the engine does not know.
+func (e *Executor) Describe(ctx context.Context) (*skiffpb.NodeDescription, error) {
+	if err := e.ready(ctx); err != nil {
+		return nil, fmt.Errorf("describe engine: %w", err)
+	}
+	info, err := e.client.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("describe engine: %w", err)
+	}
+	return &skiffpb.NodeDescription{
+		Hostname: info.Name,
+		Resources: &skiffpb.Resources{
+			NanoCpus:    int64(info.NCPU) * 1e9,
+			MemoryBytes: info.MemTotal,
+		},
+		EngineVersion: info.ServerVersion,
+		Os:            info.OSType,
+		Arch:          info.Architecture,
+	}, nil
+}
+
+// Containers lists every container the node owns, stopped ones included,
+// with the task status each one stands for:
+//
+//	engine state                 task state  notes
+//	created                      PREPARING   prepared, waiting for Start
+//	created, with an error       FAILED      the engine could not start it; err is its reason
+//	running, paused, restarting  RUNNING     health from the healthcheck, if any
+//	exited 0                     COMPLETE
+//	exited N != 0                FAILED      err "task: non-zero exit (N)"
+//	exited, OOM killed           FAILED      err "...: OOM killed", oom_killed set
+//	exited, with an error        FAILED      err is the engine's reason
+//	dead                         FAILED      err "container is dead" unless the engine says more
+//
+// The executor cannot tell a stop the agent asked for from a crash: a task
+// the agent stopped is reported COMPLETE or FAILED by its exit code, and the
+// agent, which knows, reports it SHUTDOWN.
+func (e *Executor) Containers(ctx context.Context) ([]agent.Container, error) {
+	if err := e.ready(ctx); err != nil {
+		return nil, fmt.Errorf("list containers of node %s: %w", e.node, err)
+	}
+	list, err := e.client.ContainerList(ctx, container.ListOptions{All: true, Filters: e.owned()})
+	if err != nil {
+		return nil, fmt.Errorf("list containers of node %s: %w", e.node, err)
+	}
+	now := time.Now()
+	out := make([]agent.Container, 0, len(list))
+	for _, c := range list {
+		taskID := c.Labels[LabelTaskID]
+		if taskID == "" {
+			continue
+		}
+		info, err := e.client.ContainerInspect(ctx, c.ID)
+		if cerrdefs.IsNotFound(err) {
+			continue // removed since the listing
+		}
+		if err != nil {
+			return nil, fmt.Errorf("inspect container %s of task %s: %w", c.ID, taskID, err)
+		}
+		out = append(out, agent.Container{TaskID: taskID, Status: statusFromInspect(info, now)})
+	}
+	return out, nil
+}
+
+// Start starts the task's prepared container. A container that has ever
+// started, running or exited, is left alone, as swarm does: a task runs
+// once, and the orchestrator replaces a finished task with a new one rather
+// than running it again. A task without a container is an error wrapping
+// ErrNoContainer.
+func (e *Executor) Start(ctx context.Context, taskID string) error {
+	c, ok, err := e.find(ctx, taskID)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("start task %s: %w", taskID, ErrNoContainer)
+	}
+	if c.State != container.StateCreated {
+		return nil
+	}
+	if err := e.client.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
+		return fmt.Errorf("start container %s of task %s: %w", c.ID, taskID, err)
+	}
+	e.log.Info("started container", "task", taskID, "container", c.ID)
+	return nil
+}
+
+// Stop sends the container its stop signal and kills it once grace has
+// passed; a grace of 0 or less uses the task's own stop_grace_period (the
+// engine's 10 s if it has none). The engine counts grace in whole seconds,
+// so it is rounded up. Stopping a stopped or missing container does nothing.
+func (e *Executor) Stop(ctx context.Context, taskID string, grace time.Duration) error {
+	c, ok, err := e.find(ctx, taskID)
+	if err != nil || !ok {
+		return err
+	}
+	switch c.State {
+	case container.StateRunning, container.StatePaused, container.StateRestarting:
+	default:
+		return nil
+	}
+	var opts container.StopOptions
+	if grace > 0 {
+		secs := ceilSeconds(grace)
+		opts.Timeout = &secs
+	}
+	if err := e.client.ContainerStop(ctx, c.ID, opts); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("stop container %s of task %s: %w", c.ID, taskID, err)
+	}
+	e.log.Info("stopped container", "task", taskID, "container", c.ID)
+	return nil
+}
+
+// Remove deletes the task's container, killing it if it still runs, along
+// with its anonymous volumes; named volumes stay. Removing a missing
+// container does nothing.
+func (e *Executor) Remove(ctx context.Context, taskID string) error {
+	c, ok, err := e.find(ctx, taskID)
+	if err != nil || !ok {
+		return err
+	}
+	err = e.client.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	if err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("remove container %s of task %s: %w", c.ID, taskID, err)
+	}
+	e.log.Info("removed container", "task", taskID, "container", c.ID)
+	return nil
+}
+
+// find looks up the node's container for a task by its labels. Labels, not
+// names, because Start, Stop and Remove know only the task's ID, and because
+// a container of another node must never match.
+func (e *Executor) find(ctx context.Context, taskID string) (container.Summary, bool, error) {
+	if err := e.ready(ctx); err != nil {
+		return container.Summary{}, false, fmt.Errorf("find container of task %s: %w", taskID, err)
+	}
+	f := e.owned()
+	f.Add("label", LabelTaskID+"="+taskID)
+	list, err := e.client.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		return container.Summary{}, false, fmt.Errorf("find container of task %s: %w", taskID, err)
+	}
+	if len(list) == 0 {
+		return container.Summary{}, false, nil
+	}
+	if len(list) > 1 {
+		e.log.Warn("several containers for one task", "task", taskID, "count", len(list))
+	}
+	return list[0], true, nil
+}
+
+// owned filters the engine's containers down to this node's.
+func (e *Executor) owned() filters.Args {
+	return filters.NewArgs(filters.Arg("label", LabelNode+"="+e.node))
+}
