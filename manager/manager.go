@@ -308,14 +308,16 @@ func (m *Manager) lead(ctx context.Context) {
 	if err := m.control.RegisterManager(ctx, m.cfg.Name, m.raft.Addr(), m.cfg.APIAddr()); err != nil {
 		m.logger.Warn("record this manager's node", "error", err)
 	}
+	addrs := newAddressBook(m.store)
 	var wg sync.WaitGroup
 	run := func(f func(context.Context)) {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(ctx) }()
 	}
+	run(addrs.run)
 	run(m.dispatch.Run)
-	run(orchestrator.New(orchestrator.Config{Store: m.store, Raft: m.raft, Logger: m.logger}).Run)
-	run(placement.New(placement.Config{Store: m.store, Raft: m.raft, Logger: m.logger, Latency: m.metrics.schedulingLatency}).Run)
+	run(orchestrator.New(orchestrator.Config{Store: m.store, Raft: m.raft, IPAM: addrs.ipam, Logger: m.logger}).Run)
+	run(placement.New(placement.Config{Store: m.store, Raft: m.raft, IPAM: addrs.ipam, Logger: m.logger, Latency: m.metrics.schedulingLatency}).Run)
 	wg.Wait()
 }
 

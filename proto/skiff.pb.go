@@ -3985,6 +3985,7 @@ type StoreAction struct {
 	//	*StoreAction_TaskDesired
 	//	*StoreAction_NodeStatus
 	//	*StoreAction_TaskPlacement
+	//	*StoreAction_NodeAttachment
 	Action        isStoreAction_Action `protobuf_oneof:"action"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4162,6 +4163,15 @@ func (x *StoreAction) GetTaskPlacement() *TaskPlacement {
 	return nil
 }
 
+func (x *StoreAction) GetNodeAttachment() *NodeAttachmentUpdate {
+	if x != nil {
+		if x, ok := x.Action.(*StoreAction_NodeAttachment); ok {
+			return x.NodeAttachment
+		}
+	}
+	return nil
+}
+
 type isStoreAction_Action interface {
 	isStoreAction_Action()
 }
@@ -4229,6 +4239,10 @@ type StoreAction_TaskPlacement struct {
 	TaskPlacement *TaskPlacement `protobuf:"bytes,23,opt,name=task_placement,json=taskPlacement,proto3,oneof"`
 }
 
+type StoreAction_NodeAttachment struct {
+	NodeAttachment *NodeAttachmentUpdate `protobuf:"bytes,24,opt,name=node_attachment,json=nodeAttachment,proto3,oneof"`
+}
+
 func (*StoreAction_PutCluster) isStoreAction_Action() {}
 
 func (*StoreAction_PutNode) isStoreAction_Action() {}
@@ -4258,6 +4272,8 @@ func (*StoreAction_TaskDesired) isStoreAction_Action() {}
 func (*StoreAction_NodeStatus) isStoreAction_Action() {}
 
 func (*StoreAction_TaskPlacement) isStoreAction_Action() {}
+
+func (*StoreAction_NodeAttachment) isStoreAction_Action() {}
 
 // TaskStatusUpdate moves a task's observed state forward; a stale report
 // (earlier state than stored) is dropped.
@@ -4419,6 +4435,61 @@ func (x *NodeStatusUpdate) GetStatus() *NodeStatus {
 	return nil
 }
 
+// NodeAttachmentUpdate gives a node its address in a network, unless it
+// already has one there. Deleting a network removes every node's address in
+// it.
+type NodeAttachmentUpdate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Attachment    *NetworkAttachment     `protobuf:"bytes,2,opt,name=attachment,proto3" json:"attachment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeAttachmentUpdate) Reset() {
+	*x = NodeAttachmentUpdate{}
+	mi := &file_skiff_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeAttachmentUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeAttachmentUpdate) ProtoMessage() {}
+
+func (x *NodeAttachmentUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeAttachmentUpdate.ProtoReflect.Descriptor instead.
+func (*NodeAttachmentUpdate) Descriptor() ([]byte, []int) {
+	return file_skiff_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *NodeAttachmentUpdate) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *NodeAttachmentUpdate) GetAttachment() *NetworkAttachment {
+	if x != nil {
+		return x.Attachment
+	}
+	return nil
+}
+
 // TaskPlacement binds a pending task to a node (or records why it could not
 // be placed, when node_id is empty).
 type TaskPlacement struct {
@@ -4433,7 +4504,7 @@ type TaskPlacement struct {
 
 func (x *TaskPlacement) Reset() {
 	*x = TaskPlacement{}
-	mi := &file_skiff_proto_msgTypes[38]
+	mi := &file_skiff_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4445,7 +4516,7 @@ func (x *TaskPlacement) String() string {
 func (*TaskPlacement) ProtoMessage() {}
 
 func (x *TaskPlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[38]
+	mi := &file_skiff_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4458,7 +4529,7 @@ func (x *TaskPlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskPlacement.ProtoReflect.Descriptor instead.
 func (*TaskPlacement) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{38}
+	return file_skiff_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TaskPlacement) GetTaskId() string {
@@ -4500,7 +4571,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_skiff_proto_msgTypes[39]
+	mi := &file_skiff_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4512,7 +4583,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[39]
+	mi := &file_skiff_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4525,7 +4596,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{39}
+	return file_skiff_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Command) GetActions() []*StoreAction {
@@ -4546,7 +4617,7 @@ type ServiceChange struct {
 
 func (x *ServiceChange) Reset() {
 	*x = ServiceChange{}
-	mi := &file_skiff_proto_msgTypes[40]
+	mi := &file_skiff_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4558,7 +4629,7 @@ func (x *ServiceChange) String() string {
 func (*ServiceChange) ProtoMessage() {}
 
 func (x *ServiceChange) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[40]
+	mi := &file_skiff_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4571,7 +4642,7 @@ func (x *ServiceChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceChange.ProtoReflect.Descriptor instead.
 func (*ServiceChange) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{40}
+	return file_skiff_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ServiceChange) GetName() string {
@@ -4599,7 +4670,7 @@ type DeployStackRequest struct {
 
 func (x *DeployStackRequest) Reset() {
 	*x = DeployStackRequest{}
-	mi := &file_skiff_proto_msgTypes[41]
+	mi := &file_skiff_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4611,7 +4682,7 @@ func (x *DeployStackRequest) String() string {
 func (*DeployStackRequest) ProtoMessage() {}
 
 func (x *DeployStackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[41]
+	mi := &file_skiff_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4624,7 +4695,7 @@ func (x *DeployStackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployStackRequest.ProtoReflect.Descriptor instead.
 func (*DeployStackRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{41}
+	return file_skiff_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DeployStackRequest) GetSpec() *StackSpec {
@@ -4653,7 +4724,7 @@ type DeployStackResponse struct {
 
 func (x *DeployStackResponse) Reset() {
 	*x = DeployStackResponse{}
-	mi := &file_skiff_proto_msgTypes[42]
+	mi := &file_skiff_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4665,7 +4736,7 @@ func (x *DeployStackResponse) String() string {
 func (*DeployStackResponse) ProtoMessage() {}
 
 func (x *DeployStackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[42]
+	mi := &file_skiff_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4678,7 +4749,7 @@ func (x *DeployStackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployStackResponse.ProtoReflect.Descriptor instead.
 func (*DeployStackResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{42}
+	return file_skiff_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DeployStackResponse) GetStack() *Stack {
@@ -4711,7 +4782,7 @@ type RemoveStackRequest struct {
 
 func (x *RemoveStackRequest) Reset() {
 	*x = RemoveStackRequest{}
-	mi := &file_skiff_proto_msgTypes[43]
+	mi := &file_skiff_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4723,7 +4794,7 @@ func (x *RemoveStackRequest) String() string {
 func (*RemoveStackRequest) ProtoMessage() {}
 
 func (x *RemoveStackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[43]
+	mi := &file_skiff_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4736,7 +4807,7 @@ func (x *RemoveStackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveStackRequest.ProtoReflect.Descriptor instead.
 func (*RemoveStackRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{43}
+	return file_skiff_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RemoveStackRequest) GetName() string {
@@ -4755,7 +4826,7 @@ type RemoveStackResponse struct {
 
 func (x *RemoveStackResponse) Reset() {
 	*x = RemoveStackResponse{}
-	mi := &file_skiff_proto_msgTypes[44]
+	mi := &file_skiff_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4767,7 +4838,7 @@ func (x *RemoveStackResponse) String() string {
 func (*RemoveStackResponse) ProtoMessage() {}
 
 func (x *RemoveStackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[44]
+	mi := &file_skiff_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4780,7 +4851,7 @@ func (x *RemoveStackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveStackResponse.ProtoReflect.Descriptor instead.
 func (*RemoveStackResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{44}
+	return file_skiff_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RemoveStackResponse) GetIndex() uint64 {
@@ -4798,7 +4869,7 @@ type ListStacksRequest struct {
 
 func (x *ListStacksRequest) Reset() {
 	*x = ListStacksRequest{}
-	mi := &file_skiff_proto_msgTypes[45]
+	mi := &file_skiff_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4810,7 +4881,7 @@ func (x *ListStacksRequest) String() string {
 func (*ListStacksRequest) ProtoMessage() {}
 
 func (x *ListStacksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[45]
+	mi := &file_skiff_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4823,7 +4894,7 @@ func (x *ListStacksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStacksRequest.ProtoReflect.Descriptor instead.
 func (*ListStacksRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{45}
+	return file_skiff_proto_rawDescGZIP(), []int{46}
 }
 
 // StackSummary is a stack with its service count.
@@ -4837,7 +4908,7 @@ type StackSummary struct {
 
 func (x *StackSummary) Reset() {
 	*x = StackSummary{}
-	mi := &file_skiff_proto_msgTypes[46]
+	mi := &file_skiff_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4849,7 +4920,7 @@ func (x *StackSummary) String() string {
 func (*StackSummary) ProtoMessage() {}
 
 func (x *StackSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[46]
+	mi := &file_skiff_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4862,7 +4933,7 @@ func (x *StackSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StackSummary.ProtoReflect.Descriptor instead.
 func (*StackSummary) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{46}
+	return file_skiff_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *StackSummary) GetStack() *Stack {
@@ -4888,7 +4959,7 @@ type ListStacksResponse struct {
 
 func (x *ListStacksResponse) Reset() {
 	*x = ListStacksResponse{}
-	mi := &file_skiff_proto_msgTypes[47]
+	mi := &file_skiff_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4900,7 +4971,7 @@ func (x *ListStacksResponse) String() string {
 func (*ListStacksResponse) ProtoMessage() {}
 
 func (x *ListStacksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[47]
+	mi := &file_skiff_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4913,7 +4984,7 @@ func (x *ListStacksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStacksResponse.ProtoReflect.Descriptor instead.
 func (*ListStacksResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{47}
+	return file_skiff_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListStacksResponse) GetStacks() []*StackSummary {
@@ -4933,7 +5004,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_skiff_proto_msgTypes[48]
+	mi := &file_skiff_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4945,7 +5016,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[48]
+	mi := &file_skiff_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4958,7 +5029,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{48}
+	return file_skiff_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListServicesRequest) GetStack() string {
@@ -4977,7 +5048,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_skiff_proto_msgTypes[49]
+	mi := &file_skiff_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4989,7 +5060,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[49]
+	mi := &file_skiff_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5002,7 +5073,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{49}
+	return file_skiff_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListServicesResponse) GetServices() []*Service {
@@ -5022,7 +5093,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_skiff_proto_msgTypes[50]
+	mi := &file_skiff_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5034,7 +5105,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[50]
+	mi := &file_skiff_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5047,7 +5118,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{50}
+	return file_skiff_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetServiceRequest) GetService() string {
@@ -5071,7 +5142,7 @@ type UpdateServiceRequest struct {
 
 func (x *UpdateServiceRequest) Reset() {
 	*x = UpdateServiceRequest{}
-	mi := &file_skiff_proto_msgTypes[51]
+	mi := &file_skiff_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5083,7 +5154,7 @@ func (x *UpdateServiceRequest) String() string {
 func (*UpdateServiceRequest) ProtoMessage() {}
 
 func (x *UpdateServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[51]
+	mi := &file_skiff_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5096,7 +5167,7 @@ func (x *UpdateServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServiceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateServiceRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{51}
+	return file_skiff_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *UpdateServiceRequest) GetService() string {
@@ -5137,7 +5208,7 @@ type UpdateServiceResponse struct {
 
 func (x *UpdateServiceResponse) Reset() {
 	*x = UpdateServiceResponse{}
-	mi := &file_skiff_proto_msgTypes[52]
+	mi := &file_skiff_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5149,7 +5220,7 @@ func (x *UpdateServiceResponse) String() string {
 func (*UpdateServiceResponse) ProtoMessage() {}
 
 func (x *UpdateServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[52]
+	mi := &file_skiff_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5162,7 +5233,7 @@ func (x *UpdateServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServiceResponse.ProtoReflect.Descriptor instead.
 func (*UpdateServiceResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{52}
+	return file_skiff_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *UpdateServiceResponse) GetService() *Service {
@@ -5193,7 +5264,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_skiff_proto_msgTypes[53]
+	mi := &file_skiff_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5205,7 +5276,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[53]
+	mi := &file_skiff_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5218,7 +5289,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{53}
+	return file_skiff_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListTasksRequest) GetService() string {
@@ -5258,7 +5329,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_skiff_proto_msgTypes[54]
+	mi := &file_skiff_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5270,7 +5341,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[54]
+	mi := &file_skiff_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5283,7 +5354,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{54}
+	return file_skiff_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListTasksResponse) GetTasks() []*Task {
@@ -5301,7 +5372,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_skiff_proto_msgTypes[55]
+	mi := &file_skiff_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5313,7 +5384,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[55]
+	mi := &file_skiff_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5326,7 +5397,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{55}
+	return file_skiff_proto_rawDescGZIP(), []int{56}
 }
 
 type ListNodesResponse struct {
@@ -5338,7 +5409,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_skiff_proto_msgTypes[56]
+	mi := &file_skiff_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5350,7 +5421,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[56]
+	mi := &file_skiff_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5363,7 +5434,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{56}
+	return file_skiff_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -5383,7 +5454,7 @@ type GetNodeRequest struct {
 
 func (x *GetNodeRequest) Reset() {
 	*x = GetNodeRequest{}
-	mi := &file_skiff_proto_msgTypes[57]
+	mi := &file_skiff_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5395,7 +5466,7 @@ func (x *GetNodeRequest) String() string {
 func (*GetNodeRequest) ProtoMessage() {}
 
 func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[57]
+	mi := &file_skiff_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5408,7 +5479,7 @@ func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{57}
+	return file_skiff_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetNodeRequest) GetNode() string {
@@ -5430,7 +5501,7 @@ type UpdateNodeRequest struct {
 
 func (x *UpdateNodeRequest) Reset() {
 	*x = UpdateNodeRequest{}
-	mi := &file_skiff_proto_msgTypes[58]
+	mi := &file_skiff_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5442,7 +5513,7 @@ func (x *UpdateNodeRequest) String() string {
 func (*UpdateNodeRequest) ProtoMessage() {}
 
 func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[58]
+	mi := &file_skiff_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5455,7 +5526,7 @@ func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNodeRequest.ProtoReflect.Descriptor instead.
 func (*UpdateNodeRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{58}
+	return file_skiff_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *UpdateNodeRequest) GetNode() string {
@@ -5497,7 +5568,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_skiff_proto_msgTypes[59]
+	mi := &file_skiff_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5509,7 +5580,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[59]
+	mi := &file_skiff_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5522,7 +5593,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{59}
+	return file_skiff_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *RemoveNodeRequest) GetNode() string {
@@ -5547,7 +5618,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_skiff_proto_msgTypes[60]
+	mi := &file_skiff_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5559,7 +5630,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[60]
+	mi := &file_skiff_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5572,7 +5643,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{60}
+	return file_skiff_proto_rawDescGZIP(), []int{61}
 }
 
 type JoinManagerRequest struct {
@@ -5586,7 +5657,7 @@ type JoinManagerRequest struct {
 
 func (x *JoinManagerRequest) Reset() {
 	*x = JoinManagerRequest{}
-	mi := &file_skiff_proto_msgTypes[61]
+	mi := &file_skiff_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5598,7 +5669,7 @@ func (x *JoinManagerRequest) String() string {
 func (*JoinManagerRequest) ProtoMessage() {}
 
 func (x *JoinManagerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[61]
+	mi := &file_skiff_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5611,7 +5682,7 @@ func (x *JoinManagerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinManagerRequest.ProtoReflect.Descriptor instead.
 func (*JoinManagerRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{61}
+	return file_skiff_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *JoinManagerRequest) GetName() string {
@@ -5644,7 +5715,7 @@ type JoinManagerResponse struct {
 
 func (x *JoinManagerResponse) Reset() {
 	*x = JoinManagerResponse{}
-	mi := &file_skiff_proto_msgTypes[62]
+	mi := &file_skiff_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5656,7 +5727,7 @@ func (x *JoinManagerResponse) String() string {
 func (*JoinManagerResponse) ProtoMessage() {}
 
 func (x *JoinManagerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[62]
+	mi := &file_skiff_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5669,7 +5740,7 @@ func (x *JoinManagerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinManagerResponse.ProtoReflect.Descriptor instead.
 func (*JoinManagerResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{62}
+	return file_skiff_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *JoinManagerResponse) GetClusterId() string {
@@ -5687,7 +5758,7 @@ type ClusterInfoRequest struct {
 
 func (x *ClusterInfoRequest) Reset() {
 	*x = ClusterInfoRequest{}
-	mi := &file_skiff_proto_msgTypes[63]
+	mi := &file_skiff_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5699,7 +5770,7 @@ func (x *ClusterInfoRequest) String() string {
 func (*ClusterInfoRequest) ProtoMessage() {}
 
 func (x *ClusterInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[63]
+	mi := &file_skiff_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5712,7 +5783,7 @@ func (x *ClusterInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInfoRequest.ProtoReflect.Descriptor instead.
 func (*ClusterInfoRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{63}
+	return file_skiff_proto_rawDescGZIP(), []int{64}
 }
 
 // ManagerInfo describes one member of the Raft configuration.
@@ -5731,7 +5802,7 @@ type ManagerInfo struct {
 
 func (x *ManagerInfo) Reset() {
 	*x = ManagerInfo{}
-	mi := &file_skiff_proto_msgTypes[64]
+	mi := &file_skiff_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5743,7 +5814,7 @@ func (x *ManagerInfo) String() string {
 func (*ManagerInfo) ProtoMessage() {}
 
 func (x *ManagerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[64]
+	mi := &file_skiff_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5756,7 +5827,7 @@ func (x *ManagerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagerInfo.ProtoReflect.Descriptor instead.
 func (*ManagerInfo) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{64}
+	return file_skiff_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ManagerInfo) GetName() string {
@@ -5819,7 +5890,7 @@ type ClusterInfoResponse struct {
 
 func (x *ClusterInfoResponse) Reset() {
 	*x = ClusterInfoResponse{}
-	mi := &file_skiff_proto_msgTypes[65]
+	mi := &file_skiff_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5831,7 +5902,7 @@ func (x *ClusterInfoResponse) String() string {
 func (*ClusterInfoResponse) ProtoMessage() {}
 
 func (x *ClusterInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[65]
+	mi := &file_skiff_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5844,7 +5915,7 @@ func (x *ClusterInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInfoResponse.ProtoReflect.Descriptor instead.
 func (*ClusterInfoResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{65}
+	return file_skiff_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ClusterInfoResponse) GetClusterId() string {
@@ -5929,7 +6000,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_skiff_proto_msgTypes[66]
+	mi := &file_skiff_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5941,7 +6012,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[66]
+	mi := &file_skiff_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5954,7 +6025,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{66}
+	return file_skiff_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *WatchRequest) GetKinds() []WatchKind {
@@ -5994,7 +6065,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_skiff_proto_msgTypes[67]
+	mi := &file_skiff_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6006,7 +6077,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[67]
+	mi := &file_skiff_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6019,7 +6090,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{67}
+	return file_skiff_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *WatchEvent) GetAction() WatchAction {
@@ -6105,7 +6176,7 @@ type ServiceLogsRequest struct {
 
 func (x *ServiceLogsRequest) Reset() {
 	*x = ServiceLogsRequest{}
-	mi := &file_skiff_proto_msgTypes[68]
+	mi := &file_skiff_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6117,7 +6188,7 @@ func (x *ServiceLogsRequest) String() string {
 func (*ServiceLogsRequest) ProtoMessage() {}
 
 func (x *ServiceLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[68]
+	mi := &file_skiff_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6130,7 +6201,7 @@ func (x *ServiceLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceLogsRequest.ProtoReflect.Descriptor instead.
 func (*ServiceLogsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{68}
+	return file_skiff_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ServiceLogsRequest) GetService() string {
@@ -6177,7 +6248,7 @@ type LogMessage struct {
 
 func (x *LogMessage) Reset() {
 	*x = LogMessage{}
-	mi := &file_skiff_proto_msgTypes[69]
+	mi := &file_skiff_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6189,7 +6260,7 @@ func (x *LogMessage) String() string {
 func (*LogMessage) ProtoMessage() {}
 
 func (x *LogMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[69]
+	mi := &file_skiff_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6202,7 +6273,7 @@ func (x *LogMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogMessage.ProtoReflect.Descriptor instead.
 func (*LogMessage) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{69}
+	return file_skiff_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *LogMessage) GetTaskId() string {
@@ -6269,7 +6340,7 @@ type AgentMessage struct {
 
 func (x *AgentMessage) Reset() {
 	*x = AgentMessage{}
-	mi := &file_skiff_proto_msgTypes[70]
+	mi := &file_skiff_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6281,7 +6352,7 @@ func (x *AgentMessage) String() string {
 func (*AgentMessage) ProtoMessage() {}
 
 func (x *AgentMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[70]
+	mi := &file_skiff_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6294,7 +6365,7 @@ func (x *AgentMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentMessage.ProtoReflect.Descriptor instead.
 func (*AgentMessage) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{70}
+	return file_skiff_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *AgentMessage) GetMsg() isAgentMessage_Msg {
@@ -6369,7 +6440,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_skiff_proto_msgTypes[71]
+	mi := &file_skiff_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6381,7 +6452,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[71]
+	mi := &file_skiff_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6394,7 +6465,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{71}
+	return file_skiff_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *Register) GetNodeId() string {
@@ -6433,7 +6504,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_skiff_proto_msgTypes[72]
+	mi := &file_skiff_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6445,7 +6516,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[72]
+	mi := &file_skiff_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6458,7 +6529,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{72}
+	return file_skiff_proto_rawDescGZIP(), []int{73}
 }
 
 // TaskStatusBatch reports the observed status of many tasks at once.
@@ -6471,7 +6542,7 @@ type TaskStatusBatch struct {
 
 func (x *TaskStatusBatch) Reset() {
 	*x = TaskStatusBatch{}
-	mi := &file_skiff_proto_msgTypes[73]
+	mi := &file_skiff_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6483,7 +6554,7 @@ func (x *TaskStatusBatch) String() string {
 func (*TaskStatusBatch) ProtoMessage() {}
 
 func (x *TaskStatusBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[73]
+	mi := &file_skiff_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6496,7 +6567,7 @@ func (x *TaskStatusBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStatusBatch.ProtoReflect.Descriptor instead.
 func (*TaskStatusBatch) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{73}
+	return file_skiff_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *TaskStatusBatch) GetUpdates() []*TaskStatusUpdate {
@@ -6523,7 +6594,7 @@ type ManagerMessage struct {
 
 func (x *ManagerMessage) Reset() {
 	*x = ManagerMessage{}
-	mi := &file_skiff_proto_msgTypes[74]
+	mi := &file_skiff_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6535,7 +6606,7 @@ func (x *ManagerMessage) String() string {
 func (*ManagerMessage) ProtoMessage() {}
 
 func (x *ManagerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[74]
+	mi := &file_skiff_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6548,7 +6619,7 @@ func (x *ManagerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagerMessage.ProtoReflect.Descriptor instead.
 func (*ManagerMessage) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{74}
+	return file_skiff_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ManagerMessage) GetMsg() isManagerMessage_Msg {
@@ -6652,7 +6723,7 @@ type SessionAccepted struct {
 
 func (x *SessionAccepted) Reset() {
 	*x = SessionAccepted{}
-	mi := &file_skiff_proto_msgTypes[75]
+	mi := &file_skiff_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6664,7 +6735,7 @@ func (x *SessionAccepted) String() string {
 func (*SessionAccepted) ProtoMessage() {}
 
 func (x *SessionAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[75]
+	mi := &file_skiff_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6677,7 +6748,7 @@ func (x *SessionAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionAccepted.ProtoReflect.Descriptor instead.
 func (*SessionAccepted) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{75}
+	return file_skiff_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *SessionAccepted) GetNodeId() string {
@@ -6718,7 +6789,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_skiff_proto_msgTypes[76]
+	mi := &file_skiff_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6730,7 +6801,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[76]
+	mi := &file_skiff_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6743,7 +6814,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{76}
+	return file_skiff_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *HeartbeatAck) GetHeartbeatPeriod() int64 {
@@ -6764,7 +6835,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_skiff_proto_msgTypes[77]
+	mi := &file_skiff_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6776,7 +6847,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[77]
+	mi := &file_skiff_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6789,7 +6860,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{77}
+	return file_skiff_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *Redirect) GetLeaderAddr() string {
@@ -6812,7 +6883,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_skiff_proto_msgTypes[78]
+	mi := &file_skiff_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6824,7 +6895,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[78]
+	mi := &file_skiff_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6837,7 +6908,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{78}
+	return file_skiff_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *Assignment) GetTask() *Task {
@@ -6868,14 +6939,20 @@ type Assignments struct {
 	Full    bool                   `protobuf:"varint,1,opt,name=full,proto3" json:"full,omitempty"`
 	Updated []*Assignment          `protobuf:"bytes,2,rep,name=updated,proto3" json:"updated,omitempty"`
 	// removed are task IDs the agent must stop and forget.
-	Removed       []string `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
+	Removed []string `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
+	// node_attachments, when set, is the node's full set of own addresses in
+	// overlay networks (its bridge address, where its DNS listens); sent with
+	// the full set and whenever it changes.
+	NodeAttachments []*NetworkAttachment `protobuf:"bytes,4,rep,name=node_attachments,json=nodeAttachments,proto3" json:"node_attachments,omitempty"`
+	// node_networks are the networks of node_attachments.
+	NodeNetworks  []*Network `protobuf:"bytes,5,rep,name=node_networks,json=nodeNetworks,proto3" json:"node_networks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_skiff_proto_msgTypes[79]
+	mi := &file_skiff_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6887,7 +6964,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[79]
+	mi := &file_skiff_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6900,7 +6977,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{79}
+	return file_skiff_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *Assignments) GetFull() bool {
@@ -6924,6 +7001,20 @@ func (x *Assignments) GetRemoved() []string {
 	return nil
 }
 
+func (x *Assignments) GetNodeAttachments() []*NetworkAttachment {
+	if x != nil {
+		return x.NodeAttachments
+	}
+	return nil
+}
+
+func (x *Assignments) GetNodeNetworks() []*Network {
+	if x != nil {
+		return x.NodeNetworks
+	}
+	return nil
+}
+
 // LogSubscription asks an agent to publish the logs of some of its tasks, or
 // (close = true) to stop.
 type LogSubscription struct {
@@ -6939,7 +7030,7 @@ type LogSubscription struct {
 
 func (x *LogSubscription) Reset() {
 	*x = LogSubscription{}
-	mi := &file_skiff_proto_msgTypes[80]
+	mi := &file_skiff_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6951,7 +7042,7 @@ func (x *LogSubscription) String() string {
 func (*LogSubscription) ProtoMessage() {}
 
 func (x *LogSubscription) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[80]
+	mi := &file_skiff_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6964,7 +7055,7 @@ func (x *LogSubscription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogSubscription.ProtoReflect.Descriptor instead.
 func (*LogSubscription) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{80}
+	return file_skiff_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *LogSubscription) GetId() string {
@@ -7018,7 +7109,7 @@ type PublishLogsMessage struct {
 
 func (x *PublishLogsMessage) Reset() {
 	*x = PublishLogsMessage{}
-	mi := &file_skiff_proto_msgTypes[81]
+	mi := &file_skiff_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7030,7 +7121,7 @@ func (x *PublishLogsMessage) String() string {
 func (*PublishLogsMessage) ProtoMessage() {}
 
 func (x *PublishLogsMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[81]
+	mi := &file_skiff_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7043,7 +7134,7 @@ func (x *PublishLogsMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishLogsMessage.ProtoReflect.Descriptor instead.
 func (*PublishLogsMessage) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{81}
+	return file_skiff_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *PublishLogsMessage) GetSubscriptionId() string {
@@ -7082,7 +7173,7 @@ type PublishLogsResponse struct {
 
 func (x *PublishLogsResponse) Reset() {
 	*x = PublishLogsResponse{}
-	mi := &file_skiff_proto_msgTypes[82]
+	mi := &file_skiff_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7094,7 +7185,7 @@ func (x *PublishLogsResponse) String() string {
 func (*PublishLogsResponse) ProtoMessage() {}
 
 func (x *PublishLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[82]
+	mi := &file_skiff_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7107,7 +7198,7 @@ func (x *PublishLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishLogsResponse.ProtoReflect.Descriptor instead.
 func (*PublishLogsResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{82}
+	return file_skiff_proto_rawDescGZIP(), []int{83}
 }
 
 var File_skiff_proto protoreflect.FileDescriptor
@@ -7402,7 +7493,7 @@ const file_skiff_proto_rawDesc = "" +
 	"subnetSize\x12,\n" +
 	"\x12task_history_limit\x18\x05 \x01(\x04R\x10taskHistoryLimit\x12&\n" +
 	"\x0fnode_down_grace\x18\x06 \x01(\x03R\rnodeDownGrace\x12)\n" +
-	"\x10heartbeat_period\x18\a \x01(\x03R\x0fheartbeatPeriod\"\x82\x06\n" +
+	"\x10heartbeat_period\x18\a \x01(\x03R\x0fheartbeatPeriod\"\xcd\x06\n" +
 	"\vStoreAction\x124\n" +
 	"\vput_cluster\x18\x01 \x01(\v2\x11.skiff.v1.ClusterH\x00R\n" +
 	"putCluster\x12+\n" +
@@ -7426,7 +7517,8 @@ const file_skiff_proto_rawDesc = "" +
 	"\ftask_desired\x18\x15 \x01(\v2\x1b.skiff.v1.TaskDesiredUpdateH\x00R\vtaskDesired\x12=\n" +
 	"\vnode_status\x18\x16 \x01(\v2\x1a.skiff.v1.NodeStatusUpdateH\x00R\n" +
 	"nodeStatus\x12@\n" +
-	"\x0etask_placement\x18\x17 \x01(\v2\x17.skiff.v1.TaskPlacementH\x00R\rtaskPlacementB\b\n" +
+	"\x0etask_placement\x18\x17 \x01(\v2\x17.skiff.v1.TaskPlacementH\x00R\rtaskPlacement\x12I\n" +
+	"\x0fnode_attachment\x18\x18 \x01(\v2\x1e.skiff.v1.NodeAttachmentUpdateH\x00R\x0enodeAttachmentB\b\n" +
 	"\x06action\"Y\n" +
 	"\x10TaskStatusUpdate\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12,\n" +
@@ -7436,7 +7528,12 @@ const file_skiff_proto_rawDesc = "" +
 	"\rdesired_state\x18\x02 \x01(\x0e2\x13.skiff.v1.TaskStateR\fdesiredState\"Y\n" +
 	"\x10NodeStatusUpdate\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12,\n" +
-	"\x06status\x18\x02 \x01(\v2\x14.skiff.v1.NodeStatusR\x06status\"\x9c\x01\n" +
+	"\x06status\x18\x02 \x01(\v2\x14.skiff.v1.NodeStatusR\x06status\"l\n" +
+	"\x14NodeAttachmentUpdate\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12;\n" +
+	"\n" +
+	"attachment\x18\x02 \x01(\v2\x1b.skiff.v1.NetworkAttachmentR\n" +
+	"attachment\"\x9c\x01\n" +
 	"\rTaskPlacement\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12,\n" +
@@ -7599,11 +7696,13 @@ const file_skiff_proto_rawDesc = "" +
 	"Assignment\x12\"\n" +
 	"\x04task\x18\x01 \x01(\v2\x0e.skiff.v1.TaskR\x04task\x12)\n" +
 	"\x04spec\x18\x02 \x01(\v2\x15.skiff.v1.ServiceSpecR\x04spec\x12-\n" +
-	"\bnetworks\x18\x03 \x03(\v2\x11.skiff.v1.NetworkR\bnetworks\"k\n" +
+	"\bnetworks\x18\x03 \x03(\v2\x11.skiff.v1.NetworkR\bnetworks\"\xeb\x01\n" +
 	"\vAssignments\x12\x12\n" +
 	"\x04full\x18\x01 \x01(\bR\x04full\x12.\n" +
 	"\aupdated\x18\x02 \x03(\v2\x14.skiff.v1.AssignmentR\aupdated\x12\x18\n" +
-	"\aremoved\x18\x03 \x03(\tR\aremoved\"~\n" +
+	"\aremoved\x18\x03 \x03(\tR\aremoved\x12F\n" +
+	"\x10node_attachments\x18\x04 \x03(\v2\x1b.skiff.v1.NetworkAttachmentR\x0fnodeAttachments\x126\n" +
+	"\rnode_networks\x18\x05 \x03(\v2\x11.skiff.v1.NetworkR\fnodeNetworks\"~\n" +
 	"\x0fLogSubscription\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\btask_ids\x18\x02 \x03(\tR\ataskIds\x12\x16\n" +
@@ -7742,7 +7841,7 @@ func file_skiff_proto_rawDescGZIP() []byte {
 }
 
 var file_skiff_proto_enumTypes = make([]protoimpl.EnumInfo, 20)
-var file_skiff_proto_msgTypes = make([]protoimpl.MessageInfo, 94)
+var file_skiff_proto_msgTypes = make([]protoimpl.MessageInfo, 95)
 var file_skiff_proto_goTypes = []any{
 	(NodeRole)(0),                 // 0: skiff.v1.NodeRole
 	(NodeAvailability)(0),         // 1: skiff.v1.NodeAvailability
@@ -7802,68 +7901,69 @@ var file_skiff_proto_goTypes = []any{
 	(*TaskStatusUpdate)(nil),      // 55: skiff.v1.TaskStatusUpdate
 	(*TaskDesiredUpdate)(nil),     // 56: skiff.v1.TaskDesiredUpdate
 	(*NodeStatusUpdate)(nil),      // 57: skiff.v1.NodeStatusUpdate
-	(*TaskPlacement)(nil),         // 58: skiff.v1.TaskPlacement
-	(*Command)(nil),               // 59: skiff.v1.Command
-	(*ServiceChange)(nil),         // 60: skiff.v1.ServiceChange
-	(*DeployStackRequest)(nil),    // 61: skiff.v1.DeployStackRequest
-	(*DeployStackResponse)(nil),   // 62: skiff.v1.DeployStackResponse
-	(*RemoveStackRequest)(nil),    // 63: skiff.v1.RemoveStackRequest
-	(*RemoveStackResponse)(nil),   // 64: skiff.v1.RemoveStackResponse
-	(*ListStacksRequest)(nil),     // 65: skiff.v1.ListStacksRequest
-	(*StackSummary)(nil),          // 66: skiff.v1.StackSummary
-	(*ListStacksResponse)(nil),    // 67: skiff.v1.ListStacksResponse
-	(*ListServicesRequest)(nil),   // 68: skiff.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),  // 69: skiff.v1.ListServicesResponse
-	(*GetServiceRequest)(nil),     // 70: skiff.v1.GetServiceRequest
-	(*UpdateServiceRequest)(nil),  // 71: skiff.v1.UpdateServiceRequest
-	(*UpdateServiceResponse)(nil), // 72: skiff.v1.UpdateServiceResponse
-	(*ListTasksRequest)(nil),      // 73: skiff.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),     // 74: skiff.v1.ListTasksResponse
-	(*ListNodesRequest)(nil),      // 75: skiff.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),     // 76: skiff.v1.ListNodesResponse
-	(*GetNodeRequest)(nil),        // 77: skiff.v1.GetNodeRequest
-	(*UpdateNodeRequest)(nil),     // 78: skiff.v1.UpdateNodeRequest
-	(*RemoveNodeRequest)(nil),     // 79: skiff.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),    // 80: skiff.v1.RemoveNodeResponse
-	(*JoinManagerRequest)(nil),    // 81: skiff.v1.JoinManagerRequest
-	(*JoinManagerResponse)(nil),   // 82: skiff.v1.JoinManagerResponse
-	(*ClusterInfoRequest)(nil),    // 83: skiff.v1.ClusterInfoRequest
-	(*ManagerInfo)(nil),           // 84: skiff.v1.ManagerInfo
-	(*ClusterInfoResponse)(nil),   // 85: skiff.v1.ClusterInfoResponse
-	(*WatchRequest)(nil),          // 86: skiff.v1.WatchRequest
-	(*WatchEvent)(nil),            // 87: skiff.v1.WatchEvent
-	(*ServiceLogsRequest)(nil),    // 88: skiff.v1.ServiceLogsRequest
-	(*LogMessage)(nil),            // 89: skiff.v1.LogMessage
-	(*AgentMessage)(nil),          // 90: skiff.v1.AgentMessage
-	(*Register)(nil),              // 91: skiff.v1.Register
-	(*Heartbeat)(nil),             // 92: skiff.v1.Heartbeat
-	(*TaskStatusBatch)(nil),       // 93: skiff.v1.TaskStatusBatch
-	(*ManagerMessage)(nil),        // 94: skiff.v1.ManagerMessage
-	(*SessionAccepted)(nil),       // 95: skiff.v1.SessionAccepted
-	(*HeartbeatAck)(nil),          // 96: skiff.v1.HeartbeatAck
-	(*Redirect)(nil),              // 97: skiff.v1.Redirect
-	(*Assignment)(nil),            // 98: skiff.v1.Assignment
-	(*Assignments)(nil),           // 99: skiff.v1.Assignments
-	(*LogSubscription)(nil),       // 100: skiff.v1.LogSubscription
-	(*PublishLogsMessage)(nil),    // 101: skiff.v1.PublishLogsMessage
-	(*PublishLogsResponse)(nil),   // 102: skiff.v1.PublishLogsResponse
-	nil,                           // 103: skiff.v1.NodeSpec.LabelsEntry
-	nil,                           // 104: skiff.v1.NodeDescription.EngineLabelsEntry
-	nil,                           // 105: skiff.v1.NetworkSpec.LabelsEntry
-	nil,                           // 106: skiff.v1.Mount.VolumeLabelsEntry
-	nil,                           // 107: skiff.v1.Mount.VolumeDriverOptsEntry
-	nil,                           // 108: skiff.v1.ContainerSpec.LabelsEntry
-	nil,                           // 109: skiff.v1.ContainerSpec.SysctlsEntry
-	nil,                           // 110: skiff.v1.ServiceSpec.LabelsEntry
-	nil,                           // 111: skiff.v1.Stack.LabelsEntry
-	nil,                           // 112: skiff.v1.StackSpec.LabelsEntry
-	nil,                           // 113: skiff.v1.UpdateNodeRequest.LabelAddEntry
+	(*NodeAttachmentUpdate)(nil),  // 58: skiff.v1.NodeAttachmentUpdate
+	(*TaskPlacement)(nil),         // 59: skiff.v1.TaskPlacement
+	(*Command)(nil),               // 60: skiff.v1.Command
+	(*ServiceChange)(nil),         // 61: skiff.v1.ServiceChange
+	(*DeployStackRequest)(nil),    // 62: skiff.v1.DeployStackRequest
+	(*DeployStackResponse)(nil),   // 63: skiff.v1.DeployStackResponse
+	(*RemoveStackRequest)(nil),    // 64: skiff.v1.RemoveStackRequest
+	(*RemoveStackResponse)(nil),   // 65: skiff.v1.RemoveStackResponse
+	(*ListStacksRequest)(nil),     // 66: skiff.v1.ListStacksRequest
+	(*StackSummary)(nil),          // 67: skiff.v1.StackSummary
+	(*ListStacksResponse)(nil),    // 68: skiff.v1.ListStacksResponse
+	(*ListServicesRequest)(nil),   // 69: skiff.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),  // 70: skiff.v1.ListServicesResponse
+	(*GetServiceRequest)(nil),     // 71: skiff.v1.GetServiceRequest
+	(*UpdateServiceRequest)(nil),  // 72: skiff.v1.UpdateServiceRequest
+	(*UpdateServiceResponse)(nil), // 73: skiff.v1.UpdateServiceResponse
+	(*ListTasksRequest)(nil),      // 74: skiff.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),     // 75: skiff.v1.ListTasksResponse
+	(*ListNodesRequest)(nil),      // 76: skiff.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),     // 77: skiff.v1.ListNodesResponse
+	(*GetNodeRequest)(nil),        // 78: skiff.v1.GetNodeRequest
+	(*UpdateNodeRequest)(nil),     // 79: skiff.v1.UpdateNodeRequest
+	(*RemoveNodeRequest)(nil),     // 80: skiff.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),    // 81: skiff.v1.RemoveNodeResponse
+	(*JoinManagerRequest)(nil),    // 82: skiff.v1.JoinManagerRequest
+	(*JoinManagerResponse)(nil),   // 83: skiff.v1.JoinManagerResponse
+	(*ClusterInfoRequest)(nil),    // 84: skiff.v1.ClusterInfoRequest
+	(*ManagerInfo)(nil),           // 85: skiff.v1.ManagerInfo
+	(*ClusterInfoResponse)(nil),   // 86: skiff.v1.ClusterInfoResponse
+	(*WatchRequest)(nil),          // 87: skiff.v1.WatchRequest
+	(*WatchEvent)(nil),            // 88: skiff.v1.WatchEvent
+	(*ServiceLogsRequest)(nil),    // 89: skiff.v1.ServiceLogsRequest
+	(*LogMessage)(nil),            // 90: skiff.v1.LogMessage
+	(*AgentMessage)(nil),          // 91: skiff.v1.AgentMessage
+	(*Register)(nil),              // 92: skiff.v1.Register
+	(*Heartbeat)(nil),             // 93: skiff.v1.Heartbeat
+	(*TaskStatusBatch)(nil),       // 94: skiff.v1.TaskStatusBatch
+	(*ManagerMessage)(nil),        // 95: skiff.v1.ManagerMessage
+	(*SessionAccepted)(nil),       // 96: skiff.v1.SessionAccepted
+	(*HeartbeatAck)(nil),          // 97: skiff.v1.HeartbeatAck
+	(*Redirect)(nil),              // 98: skiff.v1.Redirect
+	(*Assignment)(nil),            // 99: skiff.v1.Assignment
+	(*Assignments)(nil),           // 100: skiff.v1.Assignments
+	(*LogSubscription)(nil),       // 101: skiff.v1.LogSubscription
+	(*PublishLogsMessage)(nil),    // 102: skiff.v1.PublishLogsMessage
+	(*PublishLogsResponse)(nil),   // 103: skiff.v1.PublishLogsResponse
+	nil,                           // 104: skiff.v1.NodeSpec.LabelsEntry
+	nil,                           // 105: skiff.v1.NodeDescription.EngineLabelsEntry
+	nil,                           // 106: skiff.v1.NetworkSpec.LabelsEntry
+	nil,                           // 107: skiff.v1.Mount.VolumeLabelsEntry
+	nil,                           // 108: skiff.v1.Mount.VolumeDriverOptsEntry
+	nil,                           // 109: skiff.v1.ContainerSpec.LabelsEntry
+	nil,                           // 110: skiff.v1.ContainerSpec.SysctlsEntry
+	nil,                           // 111: skiff.v1.ServiceSpec.LabelsEntry
+	nil,                           // 112: skiff.v1.Stack.LabelsEntry
+	nil,                           // 113: skiff.v1.StackSpec.LabelsEntry
+	nil,                           // 114: skiff.v1.UpdateNodeRequest.LabelAddEntry
 }
 var file_skiff_proto_depIdxs = []int32{
 	1,   // 0: skiff.v1.NodeSpec.availability:type_name -> skiff.v1.NodeAvailability
-	103, // 1: skiff.v1.NodeSpec.labels:type_name -> skiff.v1.NodeSpec.LabelsEntry
+	104, // 1: skiff.v1.NodeSpec.labels:type_name -> skiff.v1.NodeSpec.LabelsEntry
 	21,  // 2: skiff.v1.NodeDescription.resources:type_name -> skiff.v1.Resources
-	104, // 3: skiff.v1.NodeDescription.engine_labels:type_name -> skiff.v1.NodeDescription.EngineLabelsEntry
+	105, // 3: skiff.v1.NodeDescription.engine_labels:type_name -> skiff.v1.NodeDescription.EngineLabelsEntry
 	2,   // 4: skiff.v1.NodeStatus.state:type_name -> skiff.v1.NodeState
 	3,   // 5: skiff.v1.ManagerStatus.reachability:type_name -> skiff.v1.Reachability
 	20,  // 6: skiff.v1.Node.meta:type_name -> skiff.v1.Meta
@@ -7873,7 +7973,7 @@ var file_skiff_proto_depIdxs = []int32{
 	24,  // 10: skiff.v1.Node.status:type_name -> skiff.v1.NodeStatus
 	25,  // 11: skiff.v1.Node.manager_status:type_name -> skiff.v1.ManagerStatus
 	26,  // 12: skiff.v1.Node.attachments:type_name -> skiff.v1.NetworkAttachment
-	105, // 13: skiff.v1.NetworkSpec.labels:type_name -> skiff.v1.NetworkSpec.LabelsEntry
+	106, // 13: skiff.v1.NetworkSpec.labels:type_name -> skiff.v1.NetworkSpec.LabelsEntry
 	20,  // 14: skiff.v1.Network.meta:type_name -> skiff.v1.Meta
 	28,  // 15: skiff.v1.Network.spec:type_name -> skiff.v1.NetworkSpec
 	5,   // 16: skiff.v1.RestartPolicy.condition:type_name -> skiff.v1.RestartCondition
@@ -7885,15 +7985,15 @@ var file_skiff_proto_depIdxs = []int32{
 	10,  // 22: skiff.v1.EndpointSpec.mode:type_name -> skiff.v1.EndpointMode
 	34,  // 23: skiff.v1.EndpointSpec.ports:type_name -> skiff.v1.PortConfig
 	11,  // 24: skiff.v1.Mount.type:type_name -> skiff.v1.MountType
-	106, // 25: skiff.v1.Mount.volume_labels:type_name -> skiff.v1.Mount.VolumeLabelsEntry
-	107, // 26: skiff.v1.Mount.volume_driver_opts:type_name -> skiff.v1.Mount.VolumeDriverOptsEntry
-	108, // 27: skiff.v1.ContainerSpec.labels:type_name -> skiff.v1.ContainerSpec.LabelsEntry
+	107, // 25: skiff.v1.Mount.volume_labels:type_name -> skiff.v1.Mount.VolumeLabelsEntry
+	108, // 26: skiff.v1.Mount.volume_driver_opts:type_name -> skiff.v1.Mount.VolumeDriverOptsEntry
+	109, // 27: skiff.v1.ContainerSpec.labels:type_name -> skiff.v1.ContainerSpec.LabelsEntry
 	36,  // 28: skiff.v1.ContainerSpec.mounts:type_name -> skiff.v1.Mount
 	37,  // 29: skiff.v1.ContainerSpec.healthcheck:type_name -> skiff.v1.HealthConfig
-	109, // 30: skiff.v1.ContainerSpec.sysctls:type_name -> skiff.v1.ContainerSpec.SysctlsEntry
+	110, // 30: skiff.v1.ContainerSpec.sysctls:type_name -> skiff.v1.ContainerSpec.SysctlsEntry
 	38,  // 31: skiff.v1.ContainerSpec.ulimits:type_name -> skiff.v1.Ulimit
 	12,  // 32: skiff.v1.Dependency.condition:type_name -> skiff.v1.DependencyCondition
-	110, // 33: skiff.v1.ServiceSpec.labels:type_name -> skiff.v1.ServiceSpec.LabelsEntry
+	111, // 33: skiff.v1.ServiceSpec.labels:type_name -> skiff.v1.ServiceSpec.LabelsEntry
 	39,  // 34: skiff.v1.ServiceSpec.container:type_name -> skiff.v1.ContainerSpec
 	4,   // 35: skiff.v1.ServiceSpec.mode:type_name -> skiff.v1.ServiceMode
 	30,  // 36: skiff.v1.ServiceSpec.restart_policy:type_name -> skiff.v1.RestartPolicy
@@ -7915,8 +8015,8 @@ var file_skiff_proto_depIdxs = []int32{
 	26,  // 52: skiff.v1.Service.vips:type_name -> skiff.v1.NetworkAttachment
 	46,  // 53: skiff.v1.Service.status:type_name -> skiff.v1.ServiceStatus
 	20,  // 54: skiff.v1.Stack.meta:type_name -> skiff.v1.Meta
-	111, // 55: skiff.v1.Stack.labels:type_name -> skiff.v1.Stack.LabelsEntry
-	112, // 56: skiff.v1.StackSpec.labels:type_name -> skiff.v1.StackSpec.LabelsEntry
+	112, // 55: skiff.v1.Stack.labels:type_name -> skiff.v1.Stack.LabelsEntry
+	113, // 56: skiff.v1.StackSpec.labels:type_name -> skiff.v1.StackSpec.LabelsEntry
 	43,  // 57: skiff.v1.StackSpec.services:type_name -> skiff.v1.ServiceSpec
 	28,  // 58: skiff.v1.StackSpec.networks:type_name -> skiff.v1.NetworkSpec
 	14,  // 59: skiff.v1.TaskStatus.state:type_name -> skiff.v1.TaskState
@@ -7937,87 +8037,91 @@ var file_skiff_proto_depIdxs = []int32{
 	55,  // 74: skiff.v1.StoreAction.task_status:type_name -> skiff.v1.TaskStatusUpdate
 	56,  // 75: skiff.v1.StoreAction.task_desired:type_name -> skiff.v1.TaskDesiredUpdate
 	57,  // 76: skiff.v1.StoreAction.node_status:type_name -> skiff.v1.NodeStatusUpdate
-	58,  // 77: skiff.v1.StoreAction.task_placement:type_name -> skiff.v1.TaskPlacement
-	50,  // 78: skiff.v1.TaskStatusUpdate.status:type_name -> skiff.v1.TaskStatus
-	14,  // 79: skiff.v1.TaskDesiredUpdate.desired_state:type_name -> skiff.v1.TaskState
-	24,  // 80: skiff.v1.NodeStatusUpdate.status:type_name -> skiff.v1.NodeStatus
-	50,  // 81: skiff.v1.TaskPlacement.status:type_name -> skiff.v1.TaskStatus
-	51,  // 82: skiff.v1.TaskPlacement.ports:type_name -> skiff.v1.PortBinding
-	54,  // 83: skiff.v1.Command.actions:type_name -> skiff.v1.StoreAction
-	16,  // 84: skiff.v1.ServiceChange.kind:type_name -> skiff.v1.ServiceChangeKind
-	49,  // 85: skiff.v1.DeployStackRequest.spec:type_name -> skiff.v1.StackSpec
-	48,  // 86: skiff.v1.DeployStackResponse.stack:type_name -> skiff.v1.Stack
-	60,  // 87: skiff.v1.DeployStackResponse.changes:type_name -> skiff.v1.ServiceChange
-	48,  // 88: skiff.v1.StackSummary.stack:type_name -> skiff.v1.Stack
-	66,  // 89: skiff.v1.ListStacksResponse.stacks:type_name -> skiff.v1.StackSummary
-	47,  // 90: skiff.v1.ListServicesResponse.services:type_name -> skiff.v1.Service
-	47,  // 91: skiff.v1.UpdateServiceResponse.service:type_name -> skiff.v1.Service
-	52,  // 92: skiff.v1.ListTasksResponse.tasks:type_name -> skiff.v1.Task
-	27,  // 93: skiff.v1.ListNodesResponse.nodes:type_name -> skiff.v1.Node
-	1,   // 94: skiff.v1.UpdateNodeRequest.availability:type_name -> skiff.v1.NodeAvailability
-	113, // 95: skiff.v1.UpdateNodeRequest.label_add:type_name -> skiff.v1.UpdateNodeRequest.LabelAddEntry
-	3,   // 96: skiff.v1.ManagerInfo.reachability:type_name -> skiff.v1.Reachability
-	84,  // 97: skiff.v1.ClusterInfoResponse.managers:type_name -> skiff.v1.ManagerInfo
-	17,  // 98: skiff.v1.WatchRequest.kinds:type_name -> skiff.v1.WatchKind
-	18,  // 99: skiff.v1.WatchEvent.action:type_name -> skiff.v1.WatchAction
-	52,  // 100: skiff.v1.WatchEvent.task:type_name -> skiff.v1.Task
-	47,  // 101: skiff.v1.WatchEvent.service:type_name -> skiff.v1.Service
-	27,  // 102: skiff.v1.WatchEvent.node:type_name -> skiff.v1.Node
-	19,  // 103: skiff.v1.LogMessage.stream:type_name -> skiff.v1.LogStream
-	91,  // 104: skiff.v1.AgentMessage.register:type_name -> skiff.v1.Register
-	92,  // 105: skiff.v1.AgentMessage.heartbeat:type_name -> skiff.v1.Heartbeat
-	93,  // 106: skiff.v1.AgentMessage.statuses:type_name -> skiff.v1.TaskStatusBatch
-	23,  // 107: skiff.v1.Register.description:type_name -> skiff.v1.NodeDescription
-	55,  // 108: skiff.v1.TaskStatusBatch.updates:type_name -> skiff.v1.TaskStatusUpdate
-	95,  // 109: skiff.v1.ManagerMessage.accepted:type_name -> skiff.v1.SessionAccepted
-	99,  // 110: skiff.v1.ManagerMessage.assignments:type_name -> skiff.v1.Assignments
-	97,  // 111: skiff.v1.ManagerMessage.redirect:type_name -> skiff.v1.Redirect
-	100, // 112: skiff.v1.ManagerMessage.log_subscription:type_name -> skiff.v1.LogSubscription
-	96,  // 113: skiff.v1.ManagerMessage.heartbeat_ack:type_name -> skiff.v1.HeartbeatAck
-	52,  // 114: skiff.v1.Assignment.task:type_name -> skiff.v1.Task
-	43,  // 115: skiff.v1.Assignment.spec:type_name -> skiff.v1.ServiceSpec
-	29,  // 116: skiff.v1.Assignment.networks:type_name -> skiff.v1.Network
-	98,  // 117: skiff.v1.Assignments.updated:type_name -> skiff.v1.Assignment
-	89,  // 118: skiff.v1.PublishLogsMessage.messages:type_name -> skiff.v1.LogMessage
-	61,  // 119: skiff.v1.Control.DeployStack:input_type -> skiff.v1.DeployStackRequest
-	63,  // 120: skiff.v1.Control.RemoveStack:input_type -> skiff.v1.RemoveStackRequest
-	65,  // 121: skiff.v1.Control.ListStacks:input_type -> skiff.v1.ListStacksRequest
-	68,  // 122: skiff.v1.Control.ListServices:input_type -> skiff.v1.ListServicesRequest
-	70,  // 123: skiff.v1.Control.GetService:input_type -> skiff.v1.GetServiceRequest
-	71,  // 124: skiff.v1.Control.UpdateService:input_type -> skiff.v1.UpdateServiceRequest
-	73,  // 125: skiff.v1.Control.ListTasks:input_type -> skiff.v1.ListTasksRequest
-	75,  // 126: skiff.v1.Control.ListNodes:input_type -> skiff.v1.ListNodesRequest
-	77,  // 127: skiff.v1.Control.GetNode:input_type -> skiff.v1.GetNodeRequest
-	78,  // 128: skiff.v1.Control.UpdateNode:input_type -> skiff.v1.UpdateNodeRequest
-	79,  // 129: skiff.v1.Control.RemoveNode:input_type -> skiff.v1.RemoveNodeRequest
-	83,  // 130: skiff.v1.Control.ClusterInfo:input_type -> skiff.v1.ClusterInfoRequest
-	81,  // 131: skiff.v1.Control.JoinManager:input_type -> skiff.v1.JoinManagerRequest
-	86,  // 132: skiff.v1.Control.Watch:input_type -> skiff.v1.WatchRequest
-	88,  // 133: skiff.v1.Control.ServiceLogs:input_type -> skiff.v1.ServiceLogsRequest
-	90,  // 134: skiff.v1.Dispatcher.Session:input_type -> skiff.v1.AgentMessage
-	101, // 135: skiff.v1.Dispatcher.PublishLogs:input_type -> skiff.v1.PublishLogsMessage
-	62,  // 136: skiff.v1.Control.DeployStack:output_type -> skiff.v1.DeployStackResponse
-	64,  // 137: skiff.v1.Control.RemoveStack:output_type -> skiff.v1.RemoveStackResponse
-	67,  // 138: skiff.v1.Control.ListStacks:output_type -> skiff.v1.ListStacksResponse
-	69,  // 139: skiff.v1.Control.ListServices:output_type -> skiff.v1.ListServicesResponse
-	47,  // 140: skiff.v1.Control.GetService:output_type -> skiff.v1.Service
-	72,  // 141: skiff.v1.Control.UpdateService:output_type -> skiff.v1.UpdateServiceResponse
-	74,  // 142: skiff.v1.Control.ListTasks:output_type -> skiff.v1.ListTasksResponse
-	76,  // 143: skiff.v1.Control.ListNodes:output_type -> skiff.v1.ListNodesResponse
-	27,  // 144: skiff.v1.Control.GetNode:output_type -> skiff.v1.Node
-	27,  // 145: skiff.v1.Control.UpdateNode:output_type -> skiff.v1.Node
-	80,  // 146: skiff.v1.Control.RemoveNode:output_type -> skiff.v1.RemoveNodeResponse
-	85,  // 147: skiff.v1.Control.ClusterInfo:output_type -> skiff.v1.ClusterInfoResponse
-	82,  // 148: skiff.v1.Control.JoinManager:output_type -> skiff.v1.JoinManagerResponse
-	87,  // 149: skiff.v1.Control.Watch:output_type -> skiff.v1.WatchEvent
-	89,  // 150: skiff.v1.Control.ServiceLogs:output_type -> skiff.v1.LogMessage
-	94,  // 151: skiff.v1.Dispatcher.Session:output_type -> skiff.v1.ManagerMessage
-	102, // 152: skiff.v1.Dispatcher.PublishLogs:output_type -> skiff.v1.PublishLogsResponse
-	136, // [136:153] is the sub-list for method output_type
-	119, // [119:136] is the sub-list for method input_type
-	119, // [119:119] is the sub-list for extension type_name
-	119, // [119:119] is the sub-list for extension extendee
-	0,   // [0:119] is the sub-list for field type_name
+	59,  // 77: skiff.v1.StoreAction.task_placement:type_name -> skiff.v1.TaskPlacement
+	58,  // 78: skiff.v1.StoreAction.node_attachment:type_name -> skiff.v1.NodeAttachmentUpdate
+	50,  // 79: skiff.v1.TaskStatusUpdate.status:type_name -> skiff.v1.TaskStatus
+	14,  // 80: skiff.v1.TaskDesiredUpdate.desired_state:type_name -> skiff.v1.TaskState
+	24,  // 81: skiff.v1.NodeStatusUpdate.status:type_name -> skiff.v1.NodeStatus
+	26,  // 82: skiff.v1.NodeAttachmentUpdate.attachment:type_name -> skiff.v1.NetworkAttachment
+	50,  // 83: skiff.v1.TaskPlacement.status:type_name -> skiff.v1.TaskStatus
+	51,  // 84: skiff.v1.TaskPlacement.ports:type_name -> skiff.v1.PortBinding
+	54,  // 85: skiff.v1.Command.actions:type_name -> skiff.v1.StoreAction
+	16,  // 86: skiff.v1.ServiceChange.kind:type_name -> skiff.v1.ServiceChangeKind
+	49,  // 87: skiff.v1.DeployStackRequest.spec:type_name -> skiff.v1.StackSpec
+	48,  // 88: skiff.v1.DeployStackResponse.stack:type_name -> skiff.v1.Stack
+	61,  // 89: skiff.v1.DeployStackResponse.changes:type_name -> skiff.v1.ServiceChange
+	48,  // 90: skiff.v1.StackSummary.stack:type_name -> skiff.v1.Stack
+	67,  // 91: skiff.v1.ListStacksResponse.stacks:type_name -> skiff.v1.StackSummary
+	47,  // 92: skiff.v1.ListServicesResponse.services:type_name -> skiff.v1.Service
+	47,  // 93: skiff.v1.UpdateServiceResponse.service:type_name -> skiff.v1.Service
+	52,  // 94: skiff.v1.ListTasksResponse.tasks:type_name -> skiff.v1.Task
+	27,  // 95: skiff.v1.ListNodesResponse.nodes:type_name -> skiff.v1.Node
+	1,   // 96: skiff.v1.UpdateNodeRequest.availability:type_name -> skiff.v1.NodeAvailability
+	114, // 97: skiff.v1.UpdateNodeRequest.label_add:type_name -> skiff.v1.UpdateNodeRequest.LabelAddEntry
+	3,   // 98: skiff.v1.ManagerInfo.reachability:type_name -> skiff.v1.Reachability
+	85,  // 99: skiff.v1.ClusterInfoResponse.managers:type_name -> skiff.v1.ManagerInfo
+	17,  // 100: skiff.v1.WatchRequest.kinds:type_name -> skiff.v1.WatchKind
+	18,  // 101: skiff.v1.WatchEvent.action:type_name -> skiff.v1.WatchAction
+	52,  // 102: skiff.v1.WatchEvent.task:type_name -> skiff.v1.Task
+	47,  // 103: skiff.v1.WatchEvent.service:type_name -> skiff.v1.Service
+	27,  // 104: skiff.v1.WatchEvent.node:type_name -> skiff.v1.Node
+	19,  // 105: skiff.v1.LogMessage.stream:type_name -> skiff.v1.LogStream
+	92,  // 106: skiff.v1.AgentMessage.register:type_name -> skiff.v1.Register
+	93,  // 107: skiff.v1.AgentMessage.heartbeat:type_name -> skiff.v1.Heartbeat
+	94,  // 108: skiff.v1.AgentMessage.statuses:type_name -> skiff.v1.TaskStatusBatch
+	23,  // 109: skiff.v1.Register.description:type_name -> skiff.v1.NodeDescription
+	55,  // 110: skiff.v1.TaskStatusBatch.updates:type_name -> skiff.v1.TaskStatusUpdate
+	96,  // 111: skiff.v1.ManagerMessage.accepted:type_name -> skiff.v1.SessionAccepted
+	100, // 112: skiff.v1.ManagerMessage.assignments:type_name -> skiff.v1.Assignments
+	98,  // 113: skiff.v1.ManagerMessage.redirect:type_name -> skiff.v1.Redirect
+	101, // 114: skiff.v1.ManagerMessage.log_subscription:type_name -> skiff.v1.LogSubscription
+	97,  // 115: skiff.v1.ManagerMessage.heartbeat_ack:type_name -> skiff.v1.HeartbeatAck
+	52,  // 116: skiff.v1.Assignment.task:type_name -> skiff.v1.Task
+	43,  // 117: skiff.v1.Assignment.spec:type_name -> skiff.v1.ServiceSpec
+	29,  // 118: skiff.v1.Assignment.networks:type_name -> skiff.v1.Network
+	99,  // 119: skiff.v1.Assignments.updated:type_name -> skiff.v1.Assignment
+	26,  // 120: skiff.v1.Assignments.node_attachments:type_name -> skiff.v1.NetworkAttachment
+	29,  // 121: skiff.v1.Assignments.node_networks:type_name -> skiff.v1.Network
+	90,  // 122: skiff.v1.PublishLogsMessage.messages:type_name -> skiff.v1.LogMessage
+	62,  // 123: skiff.v1.Control.DeployStack:input_type -> skiff.v1.DeployStackRequest
+	64,  // 124: skiff.v1.Control.RemoveStack:input_type -> skiff.v1.RemoveStackRequest
+	66,  // 125: skiff.v1.Control.ListStacks:input_type -> skiff.v1.ListStacksRequest
+	69,  // 126: skiff.v1.Control.ListServices:input_type -> skiff.v1.ListServicesRequest
+	71,  // 127: skiff.v1.Control.GetService:input_type -> skiff.v1.GetServiceRequest
+	72,  // 128: skiff.v1.Control.UpdateService:input_type -> skiff.v1.UpdateServiceRequest
+	74,  // 129: skiff.v1.Control.ListTasks:input_type -> skiff.v1.ListTasksRequest
+	76,  // 130: skiff.v1.Control.ListNodes:input_type -> skiff.v1.ListNodesRequest
+	78,  // 131: skiff.v1.Control.GetNode:input_type -> skiff.v1.GetNodeRequest
+	79,  // 132: skiff.v1.Control.UpdateNode:input_type -> skiff.v1.UpdateNodeRequest
+	80,  // 133: skiff.v1.Control.RemoveNode:input_type -> skiff.v1.RemoveNodeRequest
+	84,  // 134: skiff.v1.Control.ClusterInfo:input_type -> skiff.v1.ClusterInfoRequest
+	82,  // 135: skiff.v1.Control.JoinManager:input_type -> skiff.v1.JoinManagerRequest
+	87,  // 136: skiff.v1.Control.Watch:input_type -> skiff.v1.WatchRequest
+	89,  // 137: skiff.v1.Control.ServiceLogs:input_type -> skiff.v1.ServiceLogsRequest
+	91,  // 138: skiff.v1.Dispatcher.Session:input_type -> skiff.v1.AgentMessage
+	102, // 139: skiff.v1.Dispatcher.PublishLogs:input_type -> skiff.v1.PublishLogsMessage
+	63,  // 140: skiff.v1.Control.DeployStack:output_type -> skiff.v1.DeployStackResponse
+	65,  // 141: skiff.v1.Control.RemoveStack:output_type -> skiff.v1.RemoveStackResponse
+	68,  // 142: skiff.v1.Control.ListStacks:output_type -> skiff.v1.ListStacksResponse
+	70,  // 143: skiff.v1.Control.ListServices:output_type -> skiff.v1.ListServicesResponse
+	47,  // 144: skiff.v1.Control.GetService:output_type -> skiff.v1.Service
+	73,  // 145: skiff.v1.Control.UpdateService:output_type -> skiff.v1.UpdateServiceResponse
+	75,  // 146: skiff.v1.Control.ListTasks:output_type -> skiff.v1.ListTasksResponse
+	77,  // 147: skiff.v1.Control.ListNodes:output_type -> skiff.v1.ListNodesResponse
+	27,  // 148: skiff.v1.Control.GetNode:output_type -> skiff.v1.Node
+	27,  // 149: skiff.v1.Control.UpdateNode:output_type -> skiff.v1.Node
+	81,  // 150: skiff.v1.Control.RemoveNode:output_type -> skiff.v1.RemoveNodeResponse
+	86,  // 151: skiff.v1.Control.ClusterInfo:output_type -> skiff.v1.ClusterInfoResponse
+	83,  // 152: skiff.v1.Control.JoinManager:output_type -> skiff.v1.JoinManagerResponse
+	88,  // 153: skiff.v1.Control.Watch:output_type -> skiff.v1.WatchEvent
+	90,  // 154: skiff.v1.Control.ServiceLogs:output_type -> skiff.v1.LogMessage
+	95,  // 155: skiff.v1.Dispatcher.Session:output_type -> skiff.v1.ManagerMessage
+	103, // 156: skiff.v1.Dispatcher.PublishLogs:output_type -> skiff.v1.PublishLogsResponse
+	140, // [140:157] is the sub-list for method output_type
+	123, // [123:140] is the sub-list for method input_type
+	123, // [123:123] is the sub-list for extension type_name
+	123, // [123:123] is the sub-list for extension extendee
+	0,   // [0:123] is the sub-list for field type_name
 }
 
 func init() { file_skiff_proto_init() }
@@ -8041,20 +8145,21 @@ func file_skiff_proto_init() {
 		(*StoreAction_TaskDesired)(nil),
 		(*StoreAction_NodeStatus)(nil),
 		(*StoreAction_TaskPlacement)(nil),
+		(*StoreAction_NodeAttachment)(nil),
 	}
-	file_skiff_proto_msgTypes[51].OneofWrappers = []any{}
-	file_skiff_proto_msgTypes[58].OneofWrappers = []any{}
-	file_skiff_proto_msgTypes[67].OneofWrappers = []any{
+	file_skiff_proto_msgTypes[52].OneofWrappers = []any{}
+	file_skiff_proto_msgTypes[59].OneofWrappers = []any{}
+	file_skiff_proto_msgTypes[68].OneofWrappers = []any{
 		(*WatchEvent_Task)(nil),
 		(*WatchEvent_Service)(nil),
 		(*WatchEvent_Node)(nil),
 	}
-	file_skiff_proto_msgTypes[70].OneofWrappers = []any{
+	file_skiff_proto_msgTypes[71].OneofWrappers = []any{
 		(*AgentMessage_Register)(nil),
 		(*AgentMessage_Heartbeat)(nil),
 		(*AgentMessage_Statuses)(nil),
 	}
-	file_skiff_proto_msgTypes[74].OneofWrappers = []any{
+	file_skiff_proto_msgTypes[75].OneofWrappers = []any{
 		(*ManagerMessage_Accepted)(nil),
 		(*ManagerMessage_Assignments)(nil),
 		(*ManagerMessage_Redirect)(nil),
@@ -8067,7 +8172,7 @@ func file_skiff_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_proto_rawDesc), len(file_skiff_proto_rawDesc)),
 			NumEnums:      20,
-			NumMessages:   94,
+			NumMessages:   95,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

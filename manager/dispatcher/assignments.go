@@ -33,7 +33,11 @@ type sentTask struct {
 func (d *Dispatcher) streamAssignments(ctx context.Context, s *session) error {
 	sent := map[string]sentTask{}
 	full := &skiffpb.Assignments{Full: true}
+	var attachments []*skiffpb.NetworkAttachment
 	ch, cancel := d.store.ViewAndWatch(func(tx state.ReadTx) {
+		attachments = tx.Node(s.nodeID).GetAttachments()
+		full.NodeAttachments = attachments
+		full.NodeNetworks = networksOf(tx, attachments)
 		for _, t := range tx.TasksByNode(s.nodeID) {
 			if assigned(t) {
 				full.Updated = append(full.Updated, assignment(tx, t))
@@ -70,6 +74,14 @@ func (d *Dispatcher) streamAssignments(ctx context.Context, s *session) error {
 			}
 		}
 		msg := d.changes(s.nodeID, sent, batches)
+		if latest := nodeAttachments(s.nodeID, batches); latest != nil && !sameAttachments(latest, attachments) {
+			attachments = latest
+			if msg == nil {
+				msg = &skiffpb.Assignments{}
+			}
+			msg.NodeAttachments = latest
+			d.store.View(func(tx state.ReadTx) { msg.NodeNetworks = networksOf(tx, latest) })
+		}
 		if msg == nil {
 			continue
 		}
@@ -138,4 +150,43 @@ func assignment(tx state.ReadTx, t *skiffpb.Task) *skiffpb.Assignment {
 		}
 	}
 	return a
+}
+
+// nodeAttachments returns the node's addresses as of the last event about
+// it in batches, or nil if none concerns it.
+func nodeAttachments(nodeID string, batches []state.Batch) []*skiffpb.NetworkAttachment {
+	var latest []*skiffpb.NetworkAttachment
+	for _, b := range batches {
+		for _, ev := range b.Events {
+			if n, ok := ev.Object.(*skiffpb.Node); ok && n.GetId() == nodeID && !ev.Deleted {
+				latest = n.GetAttachments()
+				if latest == nil {
+					latest = []*skiffpb.NetworkAttachment{}
+				}
+			}
+		}
+	}
+	return latest
+}
+
+func sameAttachments(a, b []*skiffpb.NetworkAttachment) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].GetNetworkId() != b[i].GetNetworkId() || a[i].GetAddress() != b[i].GetAddress() {
+			return false
+		}
+	}
+	return true
+}
+
+func networksOf(tx state.ReadTx, as []*skiffpb.NetworkAttachment) []*skiffpb.Network {
+	var out []*skiffpb.Network
+	for _, a := range as {
+		if n := tx.Network(a.GetNetworkId()); n != nil {
+			out = append(out, n)
+		}
+	}
+	return out
 }

@@ -14,8 +14,10 @@ package orchestrator
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"time"
 
+	"github.com/skiffhq/skiff/manager/allocator"
 	"github.com/skiffhq/skiff/manager/state"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
@@ -32,6 +34,8 @@ type Config struct {
 	// TaskHistory is how many tasks each slot keeps, the running one
 	// included; Swarm's default is 5.
 	TaskHistory int
+	// IPAM gives new tasks their addresses in the service's networks.
+	IPAM *allocator.IPAM
 	Logger      *slog.Logger
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
@@ -58,6 +62,9 @@ func New(cfg Config) *Orchestrator {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.IPAM == nil {
+		cfg.IPAM = allocator.NewIPAM()
 	}
 	return &Orchestrator{cfg: cfg, store: cfg.Store, logger: cfg.Logger.With("component", "orchestrator"), now: cfg.Now, updates: map[string]time.Time{}}
 }
@@ -153,9 +160,10 @@ func (d *dirtySet) mark(id string) {
 // reconcile brings the dirty services in line and commits the result. It
 // returns when it next wants to run (a delayed restart), or zero.
 func (o *Orchestrator) reconcile(ctx context.Context, dirty dirtySet) time.Time {
-	p := &plan{now: o.now(), history: o.cfg.TaskHistory, updates: o.updates}
+	p := &plan{now: o.now(), history: o.cfg.TaskHistory, updates: o.updates, ipam: o.cfg.IPAM}
 	o.store.View(func(tx state.ReadTx) {
 		p.nodes = tx.Nodes()
+		p.networkByName = tx.NetworkByName
 		ids := dirty.services
 		if dirty.all {
 			ids = map[string]bool{}
@@ -168,6 +176,7 @@ func (o *Orchestrator) reconcile(ctx context.Context, dirty dirtySet) time.Time 
 				return true
 			})
 		}
+		p.meshAttachments(tx.Services())
 		for id := range ids {
 			sv := tx.Service(id)
 			tasks := tx.TasksByService(id)
@@ -183,14 +192,34 @@ func (o *Orchestrator) reconcile(ctx context.Context, dirty dirtySet) time.Time 
 }
 
 // commit proposes the actions in bounded batches. A rejected batch (a
-// version conflict with a concurrent write) is dropped: the write that won
-// produces an event, and the next reconcile recomputes from it.
+// version conflict with a concurrent write) is dropped, and the addresses
+// its new tasks were given go back to the pool: the write that won produces
+// an event, and the next reconcile recomputes from it.
 func (o *Orchestrator) commit(ctx context.Context, actions []*skiffpb.StoreAction) {
 	for len(actions) > 0 {
 		n := min(len(actions), maxActionsPerCommand)
-		if _, err := o.cfg.Raft.Propose(ctx, &skiffpb.Command{Actions: actions[:n]}); err != nil && ctx.Err() == nil {
-			o.logger.Warn("commit orchestration", "actions", n, "error", err)
+		if _, err := o.cfg.Raft.Propose(ctx, &skiffpb.Command{Actions: actions[:n]}); err != nil {
+			if ctx.Err() == nil {
+				o.logger.Warn("commit orchestration", "actions", n, "error", err)
+			}
+			o.release(actions[:n])
 		}
 		actions = actions[n:]
+	}
+}
+
+// release returns the addresses of tasks and node attachments that were
+// never created.
+func (o *Orchestrator) release(actions []*skiffpb.StoreAction) {
+	for _, a := range actions {
+		as := a.GetPutTask().GetNetworks()
+		if na := a.GetNodeAttachment().GetAttachment(); na != nil {
+			as = append(as, na)
+		}
+		for _, na := range as {
+			if p, err := netip.ParsePrefix(na.GetAddress()); err == nil {
+				o.cfg.IPAM.Release(na.GetNetworkId(), p.Addr())
+			}
+		}
 	}
 }

@@ -1,9 +1,12 @@
 package orchestrator
 
 import (
+	"fmt"
+	"net/netip"
 	"sort"
 	"time"
 
+	"github.com/skiffhq/skiff/manager/allocator"
 	"github.com/skiffhq/skiff/manager/state"
 	skiffpb "github.com/skiffhq/skiff/proto"
 	"github.com/skiffhq/skiff/scheduler"
@@ -20,6 +23,9 @@ type plan struct {
 	history int
 	nodes   []*skiffpb.Node
 	updates map[string]time.Time
+	ipam    *allocator.IPAM
+	// networkByName finds the networks a service attaches to.
+	networkByName func(name string) *skiffpb.Network
 
 	actions []*skiffpb.StoreAction
 	wake    time.Time
@@ -64,7 +70,107 @@ func (p *plan) createTask(sv *skiffpb.Service, slot uint64, nodeID string, attem
 		st.State = skiffpb.TaskState_TASK_STATE_ASSIGNED
 		st.Message = "assigned"
 	}
+	if err := p.attach(t, sv); err != nil {
+		// The task is recorded as rejected, so the failure shows in
+		// `service ps` and the restart policy retries later.
+		st.State = skiffpb.TaskState_TASK_STATE_REJECTED
+		st.Message = "allocating addresses"
+		st.Err = err.Error()
+	}
 	p.actions = append(p.actions, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_PutTask{PutTask: t}})
+}
+
+// attach gives a new task an address in each network its service joins.
+func (p *plan) attach(t *skiffpb.Task, sv *skiffpb.Service) error {
+	for _, sn := range sv.GetSpec().GetNetworks() {
+		if p.ipam == nil {
+			return fmt.Errorf("no address allocator for network %s", sn.GetTarget())
+		}
+		var n *skiffpb.Network
+		if p.networkByName != nil {
+			n = p.networkByName(sn.GetTarget())
+		}
+		if n == nil {
+			p.releaseTask(t)
+			return fmt.Errorf("network %s does not exist", sn.GetTarget())
+		}
+		addr, err := p.ipam.Allocate(n.GetId())
+		if err != nil {
+			p.releaseTask(t)
+			return fmt.Errorf("allocate an address: %w", err)
+		}
+		t.Networks = append(t.Networks, &skiffpb.NetworkAttachment{NetworkId: n.GetId(), Address: addr.String(), Aliases: sn.GetAliases()})
+	}
+	return nil
+}
+
+// meshAttachments gives every ready node an address in each network of a
+// service that publishes ports through the routing mesh. A node answers a
+// published port even when it runs none of the service's tasks, and it
+// reaches the tasks elsewhere through the service's network, from its own
+// address there.
+func (p *plan) meshAttachments(services []*skiffpb.Service) {
+	if p.ipam == nil || p.networkByName == nil {
+		return
+	}
+	needed := map[string]bool{}
+	for _, sv := range services {
+		if !publishesIngress(sv.GetSpec()) {
+			continue
+		}
+		for _, sn := range sv.GetSpec().GetNetworks() {
+			if n := p.networkByName(sn.GetTarget()); n != nil {
+				needed[n.GetId()] = true
+			}
+		}
+	}
+	if len(needed) == 0 {
+		return
+	}
+	ids := make([]string, 0, len(needed))
+	for id := range needed {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, n := range p.nodes {
+		if n.GetStatus().GetState() != skiffpb.NodeState_NODE_STATE_READY {
+			continue
+		}
+		have := map[string]bool{}
+		for _, a := range n.GetAttachments() {
+			have[a.GetNetworkId()] = true
+		}
+		for _, id := range ids {
+			if have[id] {
+				continue
+			}
+			addr, err := p.ipam.Allocate(id)
+			if err != nil {
+				continue
+			}
+			p.actions = append(p.actions, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_NodeAttachment{NodeAttachment: &skiffpb.NodeAttachmentUpdate{
+				NodeId: n.GetId(), Attachment: &skiffpb.NetworkAttachment{NetworkId: id, Address: addr.String()},
+			}}})
+		}
+	}
+}
+
+func publishesIngress(spec *skiffpb.ServiceSpec) bool {
+	for _, pc := range spec.GetEndpoint().GetPorts() {
+		if pc.GetPublishMode() == skiffpb.PublishMode_PUBLISH_MODE_INGRESS && pc.GetPublishedPort() != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *plan) releaseTask(t *skiffpb.Task) {
+	for _, na := range t.GetNetworks() {
+		if a, err := netip.ParsePrefix(na.GetAddress()); err == nil {
+			p.ipam.Release(na.GetNetworkId(), a.Addr())
+		}
+	}
+	t.Networks = nil
 }
 
 // removed handles the tasks of a deleted service: each is told to go away,

@@ -10,10 +10,12 @@ package placement
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/skiffhq/skiff/manager/allocator"
 	"github.com/skiffhq/skiff/manager/state"
 	skiffpb "github.com/skiffhq/skiff/proto"
 	"github.com/skiffhq/skiff/scheduler"
@@ -31,6 +33,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Latency, when set, observes how long each pending task waited.
 	Latency prometheus.Observer
+	// IPAM gives a node its own address in a network when the first task of
+	// that network lands on it.
+	IPAM *allocator.IPAM
 }
 
 // Placer assigns pending tasks to nodes.
@@ -44,6 +49,9 @@ type Placer struct {
 	// waiting are pending tasks that fit nowhere; they are tried again when
 	// a node changes or a task frees room.
 	waiting map[string]*skiffpb.Task
+	// attaching remembers node addresses proposed but not yet seen in the
+	// store, so one round does not allocate a node two addresses.
+	attaching map[string]bool // nodeID + "/" + networkID
 }
 
 // counted is a task's contribution to a NodeInfo, remembered so it can be
@@ -81,6 +89,7 @@ func (p *Placer) runWatch(ctx context.Context) {
 		p.counted = map[string]counted{}
 		p.pending = map[string]*skiffpb.Task{}
 		p.waiting = map[string]*skiffpb.Task{}
+		p.attaching = map[string]bool{}
 		for _, n := range tx.Nodes() {
 			p.nodes[n.GetId()] = scheduler.NewNodeInfo(n, nil, nil)
 		}
@@ -235,6 +244,7 @@ func (p *Placer) place(ctx context.Context) error {
 	for i, d := range decisions {
 		t := reqs[i].Task
 		if d.Placed() {
+			actions = append(actions, p.attachNode(d.NodeID, t)...)
 			// Schedule already added the task to the node's NodeInfo.
 			p.counted[t.GetId()] = counted{nodeID: d.NodeID, spec: reqs[i].Spec, task: t}
 			delete(p.pending, t.GetId())
@@ -255,11 +265,58 @@ func (p *Placer) place(ctx context.Context) error {
 	for len(actions) > 0 {
 		n := min(len(actions), maxPlacementsPerCommand)
 		if _, err := p.cfg.Raft.Propose(ctx, &skiffpb.Command{Actions: actions[:n]}); err != nil {
+			p.releaseAttachments(actions)
 			return err
 		}
 		actions = actions[n:]
 	}
 	return nil
+}
+
+// attachNode returns the writes that give node an address in each of the
+// task's networks it has none in yet. The node's address is where its
+// embedded DNS listens and where the routing mesh's connections come from.
+func (p *Placer) attachNode(nodeID string, t *skiffpb.Task) []*skiffpb.StoreAction {
+	if p.cfg.IPAM == nil || len(t.GetNetworks()) == 0 {
+		return nil
+	}
+	have := map[string]bool{}
+	if ni := p.nodes[nodeID]; ni != nil {
+		for _, a := range ni.Node.GetAttachments() {
+			have[a.GetNetworkId()] = true
+		}
+	}
+	var out []*skiffpb.StoreAction
+	for _, na := range t.GetNetworks() {
+		key := nodeID + "/" + na.GetNetworkId()
+		if have[na.GetNetworkId()] || p.attaching[key] {
+			continue
+		}
+		addr, err := p.cfg.IPAM.Allocate(na.GetNetworkId())
+		if err != nil {
+			p.logger.Warn("no address for node in network", "node_id", nodeID, "network_id", na.GetNetworkId(), "error", err)
+			continue
+		}
+		p.attaching[key] = true
+		out = append(out, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_NodeAttachment{NodeAttachment: &skiffpb.NodeAttachmentUpdate{
+			NodeId: nodeID, Attachment: &skiffpb.NetworkAttachment{NetworkId: na.GetNetworkId(), Address: addr.String()},
+		}}})
+	}
+	return out
+}
+
+// releaseAttachments returns the node addresses of a batch that failed.
+func (p *Placer) releaseAttachments(actions []*skiffpb.StoreAction) {
+	for _, a := range actions {
+		u := a.GetNodeAttachment()
+		if u == nil {
+			continue
+		}
+		delete(p.attaching, u.GetNodeId()+"/"+u.GetAttachment().GetNetworkId())
+		if addr, err := netip.ParsePrefix(u.GetAttachment().GetAddress()); err == nil {
+			p.cfg.IPAM.Release(u.GetAttachment().GetNetworkId(), addr.Addr())
+		}
+	}
 }
 
 func placementAction(t *skiffpb.Task, d scheduler.Decision, now time.Time) *skiffpb.StoreAction {

@@ -76,7 +76,9 @@ func (tx *writeTx) apply(a *skiffpb.StoreAction) error {
 	case *skiffpb.StoreAction_DeleteNode:
 		deleteObject(tx, tx.s.nodes, act.DeleteNode, nil)
 	case *skiffpb.StoreAction_DeleteNetwork:
-		deleteObject(tx, tx.s.networks, act.DeleteNetwork, nil)
+		if deleteObject(tx, tx.s.networks, act.DeleteNetwork, nil) {
+			tx.detachNetwork(act.DeleteNetwork)
+		}
 	case *skiffpb.StoreAction_DeleteStack:
 		deleteObject(tx, tx.s.stacks, act.DeleteStack, nil)
 	case *skiffpb.StoreAction_DeleteService:
@@ -91,6 +93,8 @@ func (tx *writeTx) apply(a *skiffpb.StoreAction) error {
 		tx.nodeStatus(act.NodeStatus)
 	case *skiffpb.StoreAction_TaskPlacement:
 		tx.taskPlacement(act.TaskPlacement)
+	case *skiffpb.StoreAction_NodeAttachment:
+		tx.nodeAttachment(act.NodeAttachment)
 	default:
 		return fmt.Errorf("%w: unknown action %T", ErrInvalidCommand, a.GetAction())
 	}
@@ -147,13 +151,13 @@ func putObject[T object](tx *writeTx, t *table[T], o T, reindex func(old, cur T)
 	return nil
 }
 
-// deleteObject removes id if it exists; deleting a missing object is not an
-// error, so that retried deletes are harmless.
-func deleteObject[T object](tx *writeTx, t *table[T], id string, reindex func(old, cur T)) {
+// deleteObject removes id if it exists and reports whether it did; deleting
+// a missing object is not an error, so that retried deletes are harmless.
+func deleteObject[T object](tx *writeTx, t *table[T], id string, reindex func(old, cur T)) bool {
 	var zero T
 	old, existed := t.remove(id)
 	if !existed {
-		return
+		return false
 	}
 	if reindex != nil {
 		reindex(old, zero)
@@ -165,6 +169,7 @@ func deleteObject[T object](tx *writeTx, t *table[T], id string, reindex func(ol
 		}
 	})
 	tx.events = append(tx.events, Event{Object: old, Deleted: true})
+	return true
 }
 
 // replace stores an updated copy of an existing object and records the undo
@@ -324,4 +329,45 @@ func (tx *writeTx) taskPlacement(p *skiffpb.TaskPlacement) {
 	t.Ports = p.GetPorts()
 	t.Meta.Version = tx.index
 	replace(tx, tx.s.tasks, old, t, tx.reindexTask)
+}
+
+// nodeAttachment gives a node an address in a network unless it already has
+// one there: the first allocation wins, so two placements racing to attach
+// the same node agree on its address.
+func (tx *writeTx) nodeAttachment(u *skiffpb.NodeAttachmentUpdate) {
+	old, ok := tx.s.nodes.get(u.GetNodeId())
+	if !ok || u.GetAttachment() == nil {
+		return
+	}
+	if _, ok := tx.s.networks.get(u.GetAttachment().GetNetworkId()); !ok {
+		return
+	}
+	for _, a := range old.GetAttachments() {
+		if a.GetNetworkId() == u.GetAttachment().GetNetworkId() {
+			return
+		}
+	}
+	n := proto.Clone(old).(*skiffpb.Node)
+	n.Attachments = append(n.Attachments, u.GetAttachment())
+	n.Meta.Version = tx.index
+	replace(tx, tx.s.nodes, old, n, nil)
+}
+
+// detachNetwork removes every node's address in a deleted network.
+func (tx *writeTx) detachNetwork(networkID string) {
+	for _, old := range tx.s.nodes.all() {
+		keep := make([]*skiffpb.NetworkAttachment, 0, len(old.GetAttachments()))
+		for _, a := range old.GetAttachments() {
+			if a.GetNetworkId() != networkID {
+				keep = append(keep, a)
+			}
+		}
+		if len(keep) == len(old.GetAttachments()) {
+			continue
+		}
+		n := proto.Clone(old).(*skiffpb.Node)
+		n.Attachments = keep
+		n.Meta.Version = tx.index
+		replace(tx, tx.s.nodes, old, n, nil)
+	}
 }
