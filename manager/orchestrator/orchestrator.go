@@ -35,8 +35,8 @@ type Config struct {
 	// included; Swarm's default is 5.
 	TaskHistory int
 	// IPAM gives new tasks their addresses in the service's networks.
-	IPAM *allocator.IPAM
-	Logger      *slog.Logger
+	IPAM   *allocator.IPAM
+	Logger *slog.Logger
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
 }
