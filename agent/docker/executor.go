@@ -26,10 +26,14 @@ var ErrNoContainer = errors.New("no container for task")
 // Executor runs tasks as containers of one Docker engine, on behalf of one
 // node. It is safe for concurrent use.
 type Executor struct {
-	// NetworkMode is the engine network mode of task containers:
-	// DefaultNetworkMode when empty. Set it before the executor is first
-	// used; it is read, never written, by the executor's methods.
+	// NetworkMode is the engine network mode of task containers without
+	// overlay networks: DefaultNetworkMode when empty. Set it before the
+	// executor is first used; it is read, never written, by the executor's
+	// methods.
 	NetworkMode string
+	// Network, when set, plumbs the sandbox of every task that has overlay
+	// networks; the task's container then joins the sandbox's namespace.
+	Network Network
 
 	client *client.Client
 	node   string
@@ -233,15 +237,19 @@ func (e *Executor) Stop(ctx context.Context, taskID string, grace time.Duration)
 // container does nothing.
 func (e *Executor) Remove(ctx context.Context, taskID string) error {
 	c, ok, err := e.find(ctx, taskID)
-	if err != nil || !ok {
+	if err != nil {
 		return err
 	}
-	err = e.client.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
-	if err != nil && !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("remove container %s of task %s: %w", c.ID, taskID, err)
+	if ok {
+		err = e.client.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+		if err != nil && !cerrdefs.IsNotFound(err) {
+			return fmt.Errorf("remove container %s of task %s: %w", c.ID, taskID, err)
+		}
+		e.log.Info("removed container", "task", taskID, "container", c.ID)
 	}
-	e.log.Info("removed container", "task", taskID, "container", c.ID)
-	return nil
+	// The sandbox goes after the task's container, which shares its
+	// namespace; it may exist alone if the agent died between the two.
+	return e.removeSandbox(ctx, taskID)
 }
 
 // find looks up the node's container for a task by its labels. Labels, not

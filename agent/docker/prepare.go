@@ -36,6 +36,13 @@ func (e *Executor) Prepare(ctx context.Context, a *skiffpb.Assignment) error {
 	if err := e.ensureVolumes(ctx, a); err != nil {
 		return fmt.Errorf("prepare task %s: %w", taskID, err)
 	}
+	if e.usesSandbox(a) {
+		sandbox, err := e.ensureSandbox(ctx, a)
+		if err != nil {
+			return fmt.Errorf("prepare task %s: %w", taskID, err)
+		}
+		joinSandbox(cfg, host, sandbox)
+	}
 	name := containerName(serviceName(a), e.node, a.GetTask().GetSlot(), taskID)
 	resp, err := e.client.ContainerCreate(ctx, cfg, host, nil, nil, name)
 	if cerrdefs.IsConflict(err) {
