@@ -54,19 +54,19 @@ func pauseProgram() []byte {
 	b.Write(make([]byte, 8)) // padding of e_ident
 	le := binary.LittleEndian
 	w := func(v any) { _ = binary.Write(&b, le, v) } // a bytes.Buffer never fails
-	w(uint16(2))                                      // e_type: ET_EXEC
-	w(uint16(0x3e))                                   // e_machine: x86-64
-	w(uint32(1))                                      // e_version
-	w(uint64(base + codeOffset))                      // e_entry
-	w(uint64(ehdrSize))                               // e_phoff
-	w(uint64(0))                                      // e_shoff: no sections
-	w(uint32(0))                                      // e_flags
-	w(uint16(ehdrSize))                               // e_ehsize
-	w(uint16(phdrSize))                               // e_phentsize
-	w(uint16(1))                                      // e_phnum
-	w(uint16(0))                                      // e_shentsize
-	w(uint16(0))                                      // e_shnum
-	w(uint16(0))                                      // e_shstrndx
+	w(uint16(2))                                     // e_type: ET_EXEC
+	w(uint16(0x3e))                                  // e_machine: x86-64
+	w(uint32(1))                                     // e_version
+	w(uint64(base + codeOffset))                     // e_entry
+	w(uint64(ehdrSize))                              // e_phoff
+	w(uint64(0))                                     // e_shoff: no sections
+	w(uint32(0))                                     // e_flags
+	w(uint16(ehdrSize))                              // e_ehsize
+	w(uint16(phdrSize))                              // e_phentsize
+	w(uint16(1))                                     // e_phnum
+	w(uint16(0))                                     // e_shentsize
+	w(uint16(0))                                     // e_shnum
+	w(uint16(0))                                     // e_shstrndx
 	// Program header: the whole file, loaded read+execute at base.
 	w(uint32(1))      // p_type: PT_LOAD
 	w(uint32(5))      // p_flags: PF_R|PF_X

@@ -90,7 +90,9 @@ func (n *recordingNetwork) Unplumb(ctx context.Context, taskID string) error {
 	return nil
 }
 
-func (n *recordingNetwork) Nameservers(a *skiffpb.Assignment) []string { return []string{"198.18.99.1"} }
+func (n *recordingNetwork) Nameservers(a *skiffpb.Assignment) []string {
+	return []string{"198.18.99.1"}
+}
 
 func TestSandboxHoldsTheNetworkBeforeTheTaskStarts(t *testing.T) {
 	if os.Getuid() != 0 {

@@ -38,6 +38,8 @@ func TestApplyEveryActionKind(t *testing.T) {
 		// no batch at all), and deleted whether it is a delete event.
 		eventID string
 		deleted bool
+		// bug, when set, skips the case: a reported bug.
+		bug string
 	}
 	cases := []struct {
 		name   string
@@ -49,7 +51,8 @@ func TestApplyEveryActionKind(t *testing.T) {
 				if c := tx.Cluster(); c.GetTaskHistoryLimit() != 3 || c.GetMeta().GetVersion() != 2 {
 					t.Errorf("cluster = %v", c)
 				}
-			}, eventID: "c1"}},
+			}, eventID: "c1",
+			bug: "BUG: state/apply.go putCluster publishes no Event, though Event documents *skiffpb.Cluster and the orchestrator's dirtySet reacts to it (see report)"}},
 		{"put_node create", putNode(n2), want{
 			check: func(t *testing.T, tx ReadTx) {
 				if tx.Node("n2").GetMeta().GetVersion() != 2 || tx.NodeByName("h2").GetId() != "n2" {
@@ -91,7 +94,7 @@ func TestApplyEveryActionKind(t *testing.T) {
 				if got := ids(tx.TasksByService("sv1")); strings.Join(got, ",") != "t1,t2" {
 					t.Errorf("TasksByService(sv1) = %v", got)
 				}
-				if tx.CountTasks() != 2 {
+				if tx.CountTasks() != 3 {
 					t.Errorf("CountTasks() = %d", tx.CountTasks())
 				}
 			}, eventID: "t2"}},
@@ -127,7 +130,7 @@ func TestApplyEveryActionKind(t *testing.T) {
 			}, eventID: "sv1", deleted: true}},
 		{"delete_task", delTask("t1"), want{
 			check: func(t *testing.T, tx ReadTx) {
-				if tx.Task("t1") != nil || len(tx.TasksByNode("n1")) != 0 || len(tx.TasksByService("sv1")) != 0 || tx.CountTasks() != 0 {
+				if tx.Task("t1") != nil || len(tx.TasksByNode("n1")) != 0 || len(tx.TasksByService("sv1")) != 0 || tx.CountTasks() != 1 {
 					t.Error("task t1 still stored or indexed")
 				}
 			}, eventID: "t1", deleted: true}},
@@ -173,8 +176,8 @@ func TestApplyEveryActionKind(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			s := seed(t)
-			// An unplaced task for the placement case.
-			mustApply(t, s, 1, putTask(testTask("t3", "sv1", "")))
+			// An unplaced task of another service, for the placement case.
+			mustApply(t, s, 1, putTask(testTask("t3", "sv9", "")))
 			before := dump(t, s)
 			ch, cancel := s.ViewAndWatch(nil)
 			defer cancel()
@@ -187,6 +190,9 @@ func TestApplyEveryActionKind(t *testing.T) {
 			})
 			if dump(t, s) == before {
 				t.Error("store unchanged")
+			}
+			if tc.want.bug != "" {
+				t.Skip(tc.want.bug)
 			}
 			b := recvBatch(t, ch)
 			if b.Index != 2 || len(b.Events) != 1 {
@@ -810,12 +816,21 @@ func TestNarrowUpdatesDoNotAliasCommand(t *testing.T) {
 // TestApplyNilClusterIsInvalid: a put_cluster action without a cluster must
 // be rejected like the other puts of a nil object, not crash the FSM.
 func TestApplyNilClusterIsInvalid(t *testing.T) {
-	t.Skip("BUG: state/apply.go:109 putCluster has no nil check; stamp → setMeta panics on a nil *Cluster, with s.mu held (see report)")
-	s := seed(t)
-	if err := s.Apply(2, cmd(putCluster(nil))); !errors.Is(err, ErrInvalidCommand) {
+	t.Skip("BUG: state/apply.go:104 putCluster has no nil check; on a store without a cluster, stamp → setMeta panics on the nil *Cluster with s.mu held (see report)")
+	s := New()
+	var err error
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				t.Fatalf("Apply(put_cluster nil) panicked: %v", r)
+			}
+		}()
+		err = s.Apply(1, cmd(putCluster(nil)))
+	}()
+	if !errors.Is(err, ErrInvalidCommand) {
 		t.Fatalf("Apply(put_cluster nil) = %v, want ErrInvalidCommand", err)
 	}
-	if s.Index() != 2 {
-		t.Fatalf("store unusable after a nil cluster put")
+	if s.Index() != 1 {
+		t.Fatalf("Index() = %d", s.Index())
 	}
 }

@@ -166,13 +166,20 @@ func textOf(m proto.Message) string {
 	return prototext.MarshalOptions{}.Format(m)
 }
 
+// tb is the part of testing.TB the helpers need; *rapid.T has it too.
+type tb interface {
+	Helper()
+	Errorf(format string, args ...any)
+	Fatalf(format string, args ...any)
+}
+
 // dump renders everything the store holds, its internals included: the
 // index, every table by ID and by name, and both secondary task indexes. Two
 // stores with equal dumps are indistinguishable to every reader. It also
 // checks the store's internal invariants (the name index and the secondary
 // indexes agree with the tables and point at the very same objects) and
 // fails the test when they are broken.
-func dump(t testing.TB, s *Store) string {
+func dump(t tb, s *Store) string {
 	t.Helper()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -200,7 +207,7 @@ func dump(t testing.TB, s *Store) string {
 	return b.String()
 }
 
-func dumpTable[T object](t testing.TB, b *strings.Builder, kind string, tb *table[T]) {
+func dumpTable[T object](t tb, b *strings.Builder, kind string, tb *table[T]) {
 	t.Helper()
 	keys := make([]string, 0, len(tb.byID))
 	for id, o := range tb.byID {
@@ -229,7 +236,7 @@ func dumpTable[T object](t testing.TB, b *strings.Builder, kind string, tb *tabl
 	}
 }
 
-func checkIndex(t testing.TB, b *strings.Builder, what string, idx map[string]map[string]*skiffpb.Task, want map[string][]string, tasks *table[*skiffpb.Task]) {
+func checkIndex(t tb, b *strings.Builder, what string, idx map[string]map[string]*skiffpb.Task, want map[string][]string, tasks *table[*skiffpb.Task]) {
 	t.Helper()
 	keys := make([]string, 0, len(idx))
 	for k, m := range idx {

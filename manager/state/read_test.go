@@ -24,26 +24,26 @@ func TestResolveID(t *testing.T) {
 		wantID  string
 		wantErr error
 	}{
-		{"abc123", "abc123", nil},                // exact ID
-		{"beta", "abd456", nil},                  // name
-		{"xyz", "xyz789", nil},                   // unique prefix
-		{"x", "xyz789", nil},                     // one-character unique prefix
-		{"ab", "", ErrAmbiguous},                 // prefix of two IDs
-		{"abc", "qqq000", nil},                   // a name wins over a prefix
-		{"abd", "abd456", nil},                   // unique prefix
-		{"nope", "", ErrNotFound},                // nothing
-		{"abc1234", "", ErrNotFound},             // longer than any ID
-		{"ABC123", "", ErrNotFound},              // IDs are case-sensitive
-		{"", "", ErrNotFound},                    // empty reference
-		{"gamma", "xyz789", nil},                 // name of the last candidate
-		{"qqq000", "qqq000", nil},                // exact ID of the oddly named node
-		{"alpha ", "", ErrNotFound},              // no trimming
-		{"q", "qqq000", nil},                     // unique prefix
-		{"abd4567", "", ErrNotFound},             // overlong prefix
-		{"xyz789", "xyz789", nil},                // exact ID
-		{"a", "", ErrAmbiguous},                  // prefix of two IDs
-		{"be", "", ErrNotFound},                  // names are not prefix-matched
-		{"abc12", "abc123", nil},                 // unique prefix
+		{"abc123", "abc123", nil},    // exact ID
+		{"beta", "abd456", nil},      // name
+		{"xyz", "xyz789", nil},       // unique prefix
+		{"x", "xyz789", nil},         // one-character unique prefix
+		{"ab", "", ErrAmbiguous},     // prefix of two IDs
+		{"abc", "qqq000", nil},       // a name wins over a prefix
+		{"abd", "abd456", nil},       // unique prefix
+		{"nope", "", ErrNotFound},    // nothing
+		{"abc1234", "", ErrNotFound}, // longer than any ID
+		{"ABC123", "", ErrNotFound},  // IDs are case-sensitive
+		{"", "", ErrNotFound},        // empty reference
+		{"gamma", "xyz789", nil},     // name of the last candidate
+		{"qqq000", "qqq000", nil},    // exact ID of the oddly named node
+		{"alpha ", "", ErrNotFound},  // no trimming
+		{"q", "qqq000", nil},         // unique prefix
+		{"abd4567", "", ErrNotFound}, // overlong prefix
+		{"xyz789", "xyz789", nil},    // exact ID
+		{"a", "", ErrAmbiguous},      // prefix of two IDs
+		{"be", "", ErrNotFound},      // names are not prefix-matched
+		{"abc12", "abc123", nil},     // unique prefix
 	}
 	for _, tc := range cases {
 		t.Run("ref="+tc.ref, func(t *testing.T) {

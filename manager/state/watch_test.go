@@ -52,7 +52,7 @@ func TestWatchFiltersNoops(t *testing.T) {
 	ch, cancel := s.ViewAndWatch(nil)
 	defer cancel()
 	mustApply(t, s, 2,
-		taskDesired("t1", skiffpb.TaskState_TASK_STATE_NEW),           // lower: dropped
+		taskDesired("t1", skiffpb.TaskState_TASK_STATE_NEW),               // lower: dropped
 		taskStatus("t1", skiffpb.TaskState_TASK_STATE_PENDING, "pending"), // identical: dropped
 		nodeStatus("n1", skiffpb.NodeState_NODE_STATE_READY, "ready"),     // identical: dropped
 		delTask("missing"),
