@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 
 	"github.com/skiffhq/skiff/manager/allocator"
@@ -14,16 +15,17 @@ import (
 // Components that allocate mark the address used at once, so the events
 // only confirm what they did; deletes are what return addresses to the pool.
 type addressBook struct {
-	ipam  *allocator.IPAM
-	store *state.Store
-	ch    <-chan state.Batch
-	stop  func()
+	logger *slog.Logger
+	ipam   *allocator.IPAM
+	store  *state.Store
+	ch     <-chan state.Batch
+	stop   func()
 }
 
 // newAddressBook reads the store and subscribes to it in one step, so no
 // change falls between the two.
-func newAddressBook(store *state.Store) *addressBook {
-	b := &addressBook{ipam: allocator.NewIPAM(), store: store}
+func newAddressBook(store *state.Store, logger *slog.Logger) *addressBook {
+	b := &addressBook{ipam: allocator.NewIPAM(), store: store, logger: logger}
 	b.sync()
 	return b
 }
@@ -78,8 +80,12 @@ func (b *addressBook) network(n *skiffpb.Network, deleted bool) {
 		b.ipam.RemoveNetwork(n.GetId())
 		return
 	}
-	if p, err := netip.ParsePrefix(n.GetSubnet()); err == nil {
-		b.ipam.AddNetwork(n.GetId(), p)
+	p, err := netip.ParsePrefix(n.GetSubnet())
+	if err == nil {
+		err = b.ipam.AddNetwork(n.GetId(), p)
+	}
+	if err != nil {
+		b.logger.Error("network cannot get addresses", "network", n.GetSpec().GetName(), "error", err)
 	}
 }
 

@@ -308,7 +308,7 @@ func (m *Manager) lead(ctx context.Context) {
 	if err := m.control.RegisterManager(ctx, m.cfg.Name, m.raft.Addr(), m.cfg.APIAddr()); err != nil {
 		m.logger.Warn("record this manager's node", "error", err)
 	}
-	addrs := newAddressBook(m.store)
+	addrs := newAddressBook(m.store, m.logger)
 	var wg sync.WaitGroup
 	run := func(f func(context.Context)) {
 		wg.Add(1)

@@ -56,18 +56,39 @@ func ParsePool(cidr string, bits int) (Pool, error) {
 // Allocate returns the lowest free VNI and the first free subnet of the pool
 // that overlaps none of the used subnets.
 func (p Pool) Allocate(usedVNIs map[uint32]bool, usedSubnets []netip.Prefix) (Network, error) {
-	vni := uint32(FirstVNI)
-	for usedVNIs[vni] {
-		vni++
-		if vni > maxVNI {
-			return Network{}, fmt.Errorf("no free VNI: %w", ErrExhausted)
-		}
+	vni, err := NextVNI(usedVNIs)
+	if err != nil {
+		return Network{}, err
 	}
 	subnet, err := p.freeSubnet(usedSubnets)
 	if err != nil {
 		return Network{}, err
 	}
 	return Network{VNI: vni, Subnet: subnet, Gateway: subnet.Addr().Next()}, nil
+}
+
+// NextVNI returns the lowest VNI from FirstVNI up that is not used.
+func NextVNI(used map[uint32]bool) (uint32, error) {
+	for vni := uint32(FirstVNI); vni <= maxVNI; vni++ {
+		if !used[vni] {
+			return vni, nil
+		}
+	}
+	return 0, fmt.Errorf("no free VNI: %w", ErrExhausted)
+}
+
+// Pinned checks a subnet a network pins instead of drawing one from the
+// pool: IPv4, with room for a gateway and a task, and overlapping no subnet
+// in use.
+func Pinned(subnet netip.Prefix, used []netip.Prefix) (Network, error) {
+	subnet = subnet.Masked()
+	if !subnet.Addr().Is4() || subnet.Bits() > 30 {
+		return Network{}, fmt.Errorf("subnet %s: only IPv4 subnets of /30 or larger are supported", subnet)
+	}
+	if overlapsAny(subnet, used) {
+		return Network{}, fmt.Errorf("subnet %s overlaps a subnet already in use", subnet)
+	}
+	return Network{Subnet: subnet, Gateway: subnet.Addr().Next()}, nil
 }
 
 func (p Pool) freeSubnet(used []netip.Prefix) (netip.Prefix, error) {

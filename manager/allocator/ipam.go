@@ -32,16 +32,22 @@ func NewIPAM() *IPAM {
 }
 
 // AddNetwork registers a network's subnet; its gateway (the first address)
-// is never handed out. Adding a known network does nothing.
-func (a *IPAM) AddNetwork(id string, prefix netip.Prefix) {
+// is never handed out. Adding a known network does nothing. Only IPv4
+// subnets with room for a gateway and at least one address (/30 or larger)
+// can be registered.
+func (a *IPAM) AddNetwork(id string, prefix netip.Prefix) error {
+	if !prefix.Addr().Is4() || prefix.Bits() > 30 {
+		return fmt.Errorf("network %s: subnet %s: only IPv4 subnets of /30 or larger are supported", id, prefix)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, ok := a.networks[id]; ok {
-		return
+		return nil
 	}
 	prefix = prefix.Masked()
 	gw := prefix.Addr().Next()
 	a.networks[id] = &subnet{prefix: prefix, used: map[netip.Addr]bool{gw: true}, next: gw.Next()}
+	return nil
 }
 
 // RemoveNetwork forgets a network.

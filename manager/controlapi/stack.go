@@ -97,16 +97,22 @@ func (s *Server) networkActions(tx state.ReadTx, spec *skiffpb.StackSpec) ([]*sk
 		if tx.NetworkByName(ns.GetName()) != nil {
 			continue
 		}
-		alloc, err := pool.Allocate(usedVNI, usedSubnets)
-		if err != nil {
-			return nil, invalid("network %s: %v; remove unused stacks or choose a larger --default-addr-pool", ns.GetName(), err)
-		}
+		var alloc allocator.Network
+		var err error
 		if ns.GetSubnet() != "" {
-			p, err := netip.ParsePrefix(ns.GetSubnet())
-			if err != nil {
+			var p netip.Prefix
+			if p, err = netip.ParsePrefix(ns.GetSubnet()); err != nil {
 				return nil, invalid("network %s: subnet %q: %v", ns.GetName(), ns.GetSubnet(), err)
 			}
-			alloc.Subnet, alloc.Gateway = p.Masked(), p.Masked().Addr().Next()
+			if alloc, err = allocator.Pinned(p, usedSubnets); err != nil {
+				return nil, invalid("network %s: %v", ns.GetName(), err)
+			}
+			alloc.VNI, err = allocator.NextVNI(usedVNI)
+		} else {
+			alloc, err = pool.Allocate(usedVNI, usedSubnets)
+		}
+		if err != nil {
+			return nil, invalid("network %s: %v; remove unused stacks or choose a larger --default-addr-pool", ns.GetName(), err)
 		}
 		usedVNI[alloc.VNI] = true
 		usedSubnets = append(usedSubnets, alloc.Subnet)

@@ -319,21 +319,32 @@ func (p *plan) slot(sv *skiffpb.Service, key uint64, tasks []*skiffpb.Task, node
 	replace := false
 	restartCause := skiffpb.TaskState(0)
 	for _, t := range tasks {
+		if t.GetDesiredState() == skiffpb.TaskState_TASK_STATE_REMOVE {
+			p.deleteIfGone(t, nodes)
+			continue
+		}
 		if !live(t) {
 			continue
 		}
 		switch {
 		case !inService:
-			p.setDesired(t, skiffpb.TaskState_TASK_STATE_SHUTDOWN)
+			// Scaled away, or its node left a global service: the task is
+			// removed, not kept as history, so the slot is empty if it is
+			// ever wanted again.
+			p.setDesired(t, skiffpb.TaskState_TASK_STATE_REMOVE)
+			p.deleteIfGone(t, nodes)
 		case nodeLost(t, nodes):
 			// Moved regardless of the restart policy: the task did not
 			// fail, its host went away or was drained.
 			p.setDesired(t, skiffpb.TaskState_TASK_STATE_SHUTDOWN)
 			replace = true
 		case finished(t):
-			p.setDesired(t, skiffpb.TaskState_TASK_STATE_SHUTDOWN)
+			// The latest task stays desired-running until the restart
+			// policy has decided, which may be after a delay.
 			if t == latest {
 				restartCause = t.GetStatus().GetState()
+			} else {
+				p.setDesired(t, skiffpb.TaskState_TASK_STATE_SHUTDOWN)
 			}
 		default:
 			running = append(running, t)
@@ -349,9 +360,21 @@ func (p *plan) slot(sv *skiffpb.Service, key uint64, tasks []*skiffpb.Task, node
 		case restartCause != 0:
 			u.failed(latest)
 			p.restart(sv, key, nodeID, tasks, latest, restartCause)
+		case latest.GetDesiredState() == skiffpb.TaskState_TASK_STATE_REMOVE:
+			// A slot emptied by a scale-down, wanted again.
+			p.createTask(sv, slotNumber(sv, key), nodeID, 0)
 		}
 	}
 	p.prune(tasks)
+}
+
+// deleteIfGone deletes a task that is to be removed once nothing can still
+// be running it: it finished, was never placed, or its node is down or gone.
+func (p *plan) deleteIfGone(t *skiffpb.Task, nodes map[string]*skiffpb.Node) {
+	n := nodes[t.GetNodeId()]
+	if finished(t) || t.GetNodeId() == "" || n == nil || n.GetStatus().GetState() == skiffpb.NodeState_NODE_STATE_DOWN {
+		p.deleteTask(t)
+	}
 }
 
 func nodeUsable(t *skiffpb.Task, nodes map[string]*skiffpb.Node) bool {
@@ -381,24 +404,28 @@ func (p *plan) restart(sv *skiffpb.Service, key uint64, nodeID string, tasks []*
 	if rp != nil {
 		delay = time.Duration(rp.GetDelay())
 	}
-	if cause != 0 {
-		switch rp.GetCondition() {
-		case skiffpb.RestartCondition_RESTART_CONDITION_NONE:
-			return
-		case skiffpb.RestartCondition_RESTART_CONDITION_ON_FAILURE:
-			if cause == skiffpb.TaskState_TASK_STATE_COMPLETE {
-				return
-			}
-		}
-		if max := rp.GetMaxAttempts(); max > 0 && attempts(tasks, rp, p.now) >= max {
-			return
-		}
+	giveUp := false
+	switch rp.GetCondition() {
+	case skiffpb.RestartCondition_RESTART_CONDITION_NONE:
+		giveUp = true
+	case skiffpb.RestartCondition_RESTART_CONDITION_ON_FAILURE:
+		giveUp = cause == skiffpb.TaskState_TASK_STATE_COMPLETE
+	}
+	if max := rp.GetMaxAttempts(); max > 0 && attempts(tasks, rp, p.now) >= max {
+		giveUp = true
+	}
+	if giveUp {
+		// The slot stays empty: recording the decision as the task's
+		// desired state makes it final.
+		p.setDesired(latest, skiffpb.TaskState_TASK_STATE_SHUTDOWN)
+		return
 	}
 	due := time.Unix(0, latest.GetStatus().GetTimestamp()).Add(delay)
 	if p.now.Before(due) {
 		p.wakeAt(due)
 		return
 	}
+	p.setDesired(latest, skiffpb.TaskState_TASK_STATE_SHUTDOWN)
 	p.createTask(sv, slotNumber(sv, key), nodeID, latest.GetAttempt()+1)
 }
 

@@ -102,6 +102,9 @@ func (tx *writeTx) apply(a *skiffpb.StoreAction) error {
 }
 
 func (tx *writeTx) putCluster(c *skiffpb.Cluster) error {
+	if c == nil {
+		return fmt.Errorf("%w: put of an empty cluster", ErrInvalidCommand)
+	}
 	old := tx.s.cluster
 	if old.GetMeta().GetVersion() != c.GetMeta().GetVersion() {
 		return fmt.Errorf("cluster: %w", ErrVersionConflict)
@@ -109,6 +112,7 @@ func (tx *writeTx) putCluster(c *skiffpb.Cluster) error {
 	c = stamp(c, tx.index)
 	tx.s.cluster = c
 	tx.undo = append(tx.undo, func() { tx.s.cluster = old })
+	tx.events = append(tx.events, Event{Object: c})
 	return nil
 }
 
@@ -274,7 +278,7 @@ func (tx *writeTx) taskStatus(u *skiffpb.TaskStatusUpdate) {
 		return
 	}
 	t := proto.Clone(old).(*skiffpb.Task)
-	t.Status = u.GetStatus()
+	t.Status = proto.Clone(u.GetStatus()).(*skiffpb.TaskStatus)
 	t.Meta.Version = tx.index
 	replace(tx, tx.s.tasks, old, t, tx.reindexTask)
 }
@@ -302,7 +306,7 @@ func (tx *writeTx) nodeStatus(u *skiffpb.NodeStatusUpdate) {
 		return
 	}
 	n := proto.Clone(old).(*skiffpb.Node)
-	n.Status = u.GetStatus()
+	n.Status = proto.Clone(u.GetStatus()).(*skiffpb.NodeStatus)
 	n.Meta.Version = tx.index
 	replace(tx, tx.s.nodes, old, n, nil)
 }
@@ -324,9 +328,12 @@ func (tx *writeTx) taskPlacement(p *skiffpb.TaskPlacement) {
 	t := proto.Clone(old).(*skiffpb.Task)
 	t.NodeId = p.GetNodeId()
 	if p.GetStatus() != nil {
-		t.Status = p.GetStatus()
+		t.Status = proto.Clone(p.GetStatus()).(*skiffpb.TaskStatus)
 	}
-	t.Ports = p.GetPorts()
+	t.Ports = nil
+	for _, pb := range p.GetPorts() {
+		t.Ports = append(t.Ports, proto.Clone(pb).(*skiffpb.PortBinding))
+	}
 	t.Meta.Version = tx.index
 	replace(tx, tx.s.tasks, old, t, tx.reindexTask)
 }
@@ -348,7 +355,7 @@ func (tx *writeTx) nodeAttachment(u *skiffpb.NodeAttachmentUpdate) {
 		}
 	}
 	n := proto.Clone(old).(*skiffpb.Node)
-	n.Attachments = append(n.Attachments, u.GetAttachment())
+	n.Attachments = append(n.Attachments, proto.Clone(u.GetAttachment()).(*skiffpb.NetworkAttachment))
 	n.Meta.Version = tx.index
 	replace(tx, tx.s.nodes, old, n, nil)
 }

@@ -110,6 +110,12 @@ func taskPlacement(id, nodeID string, st *skiffpb.TaskStatus, ports ...*skiffpb.
 	}}}
 }
 
+func nodeAttachment(nodeID, networkID, addr string) *skiffpb.StoreAction {
+	return &skiffpb.StoreAction{Action: &skiffpb.StoreAction_NodeAttachment{NodeAttachment: &skiffpb.NodeAttachmentUpdate{
+		NodeId: nodeID, Attachment: &skiffpb.NetworkAttachment{NetworkId: networkID, Address: addr},
+	}}}
+}
+
 func cmd(actions ...*skiffpb.StoreAction) *skiffpb.Command {
 	return &skiffpb.Command{Actions: actions}
 }

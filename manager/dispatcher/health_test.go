@@ -1,0 +1,131 @@
+package dispatcher
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/skiffhq/skiff/manager/state"
+	skiffpb "github.com/skiffhq/skiff/proto"
+)
+
+// fakeRaft applies proposals to the store at once, standing in for Raft's
+// commit in-process.
+type fakeRaft struct {
+	store *state.Store
+	mu    sync.Mutex
+	index uint64
+}
+
+func (f *fakeRaft) Propose(ctx context.Context, cmd *skiffpb.Command) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.index++
+	return f.index, f.store.Apply(f.index, cmd)
+}
+
+func (f *fakeRaft) IsLeader() bool { return true }
+
+// nodeState reads a node's state.
+func nodeState(s *state.Store, id string) skiffpb.NodeState {
+	var st skiffpb.NodeState
+	s.View(func(tx state.ReadTx) { st = tx.Node(id).GetStatus().GetState() })
+	return st
+}
+
+// TestNodeHealth: with a long grace, a node is marked Down only when gossip
+// declares it dead; a live verdict or an unknown name changes nothing.
+func TestNodeHealth(t *testing.T) {
+	store := state.New()
+	fr := &fakeRaft{store: store}
+	var actions []*skiffpb.StoreAction
+	for _, id := range []string{"n1", "n2"} {
+		actions = append(actions, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_PutNode{PutNode: &skiffpb.Node{
+			Id: id, Meta: &skiffpb.Meta{}, Name: "h" + id[1:], Status: &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_READY},
+		}}})
+	}
+	if _, err := fr.Propose(context.Background(), &skiffpb.Command{Actions: actions}); err != nil {
+		t.Fatal(err)
+	}
+	d := New(Config{Store: store, Raft: fr, HeartbeatPeriod: 10 * time.Millisecond, DownGrace: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(ctx) }()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return")
+		}
+	}()
+	// Wait until Run has started the term (it seeds every node's clock).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		d.mu.Lock()
+		started := d.running != nil
+		d.mu.Unlock()
+		if started {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Run did not start")
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	d.NodeHeard("h1", true)
+	d.NodeHeard("nobody", false)
+	d.NodeHeard("h1", false)
+	deadline = time.Now().Add(10 * time.Second)
+	for nodeState(store, "n1") != skiffpb.NodeState_NODE_STATE_DOWN {
+		if time.Now().After(deadline) {
+			t.Fatal("n1 not marked down after gossip declared it dead")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	var msg string
+	store.View(func(tx state.ReadTx) { msg = tx.Node("n1").GetStatus().GetMessage() })
+	if msg != "heartbeat failure" {
+		t.Errorf("down message %q", msg)
+	}
+	if st := nodeState(store, "n2"); st != skiffpb.NodeState_NODE_STATE_READY {
+		t.Errorf("n2 is %v within its grace", st)
+	}
+}
+
+// TestSilentNodesGoDown: with a short grace, nodes that never heartbeat are
+// marked Down; a node added during the term gets a full grace from when it
+// is first seen.
+func TestSilentNodesGoDown(t *testing.T) {
+	store := state.New()
+	fr := &fakeRaft{store: store}
+	put := func(id string) {
+		t.Helper()
+		if _, err := fr.Propose(context.Background(), &skiffpb.Command{Actions: []*skiffpb.StoreAction{{Action: &skiffpb.StoreAction_PutNode{PutNode: &skiffpb.Node{
+			Id: id, Meta: &skiffpb.Meta{}, Name: "host-" + id, Status: &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_READY},
+		}}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("n1")
+	d := New(Config{Store: store, Raft: fr, HeartbeatPeriod: 10 * time.Millisecond, DownGrace: 100 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	put("n2")
+	waitDown := func(id string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for nodeState(store, id) != skiffpb.NodeState_NODE_STATE_DOWN {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not marked down", id)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitDown("n1")
+	waitDown("n2")
+}
