@@ -26,7 +26,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/hashicorp/memberlist"
+
 	"github.com/skiffhq/skiff/gossip"
+	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
 // Config is skiff-agent's configuration; design.md §2 gives the flags.
@@ -48,6 +51,27 @@ type Config struct {
 	Managers []string
 	// NoGossip skips joining the gossip pool (simulated agents).
 	NoGossip bool
+	// Overlay, when set, is the host's overlay network: it hears of the
+	// node's networks and of every task's status, and rides on gossip.
+	Overlay Overlay
+}
+
+// Overlay is the host's overlay network as the agent drives it; package
+// overlay/host implements it.
+type Overlay interface {
+	// Assigned is given every Assignments message before the tasks in it
+	// are acted on, so a task's network exists before its sandbox.
+	Assigned(*skiffpb.Assignments)
+	// TaskStatus is told each task's status as it changes, and whenever
+	// the task's assignment changes: the overlay publishes running tasks.
+	TaskStatus(a *skiffpb.Assignment, st *skiffpb.TaskStatus)
+	// Delegate and HandleGossip carry the overlay's records and follow
+	// membership through the gossip pool.
+	Delegate() memberlist.Delegate
+	HandleGossip(gossip.Event)
+	SetNumNodes(func() int)
+	// Run runs the overlay until ctx ends.
+	Run(ctx context.Context)
 }
 
 func (c *Config) validate() error {
@@ -103,6 +127,9 @@ func Run(ctx context.Context, cfg Config) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	a.worker = newWorker(ctx, cfg.Executor, cfg.Name, a.logger)
+	if cfg.Overlay != nil {
+		a.worker.onStatus = cfg.Overlay.TaskStatus
+	}
 	containers, err := cfg.Executor.Containers(ctx)
 	if err != nil {
 		return fmt.Errorf("list this node's containers: %w", err)
@@ -110,15 +137,26 @@ func Run(ctx context.Context, cfg Config) error {
 	a.worker.adopt(containers)
 	a.logger.Info("agent starting", "containers_found", len(containers))
 
+	var wg sync.WaitGroup
 	if !cfg.NoGossip {
-		pool, err := gossip.Start(ctx, gossip.Config{
+		gc := gossip.Config{
 			Meta:     gossip.Meta{Name: cfg.Name, Role: gossip.RoleAgent, Addr: cfg.AdvertiseAddr},
 			BindAddr: cfg.AdvertiseAddr, Port: cfg.GossipPort, Join: cfg.Join, Logger: a.logger,
-		})
+		}
+		if cfg.Overlay != nil {
+			gc.Delegate = cfg.Overlay.Delegate()
+			gc.OnEvent = cfg.Overlay.HandleGossip
+		}
+		pool, err := gossip.Start(ctx, gc)
 		if err != nil {
 			return err
 		}
 		a.pool = pool
+		if cfg.Overlay != nil {
+			cfg.Overlay.SetNumNodes(pool.Memberlist().NumMembers)
+			wg.Add(1)
+			go func() { defer wg.Done(); cfg.Overlay.Run(ctx) }()
+		}
 		defer func() {
 			if err := pool.Shutdown(time.Second); err != nil {
 				a.logger.Debug("gossip shutdown", "error", err)
@@ -133,7 +171,6 @@ func Run(ctx context.Context, cfg Config) error {
 		defer srv.Close()
 	}
 
-	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); a.followEvents(ctx) }()
 	go func() { defer wg.Done(); a.sessionLoop(ctx) }()

@@ -152,6 +152,9 @@ func (s *agentSession) receive(ctx context.Context) error {
 		s.lastAck.Store(time.Now().UnixNano())
 		switch msg := m.GetMsg().(type) {
 		case *skiffpb.ManagerMessage_Assignments:
+			if s.a.cfg.Overlay != nil {
+				s.a.cfg.Overlay.Assigned(msg.Assignments)
+			}
 			s.a.worker.assign(msg.Assignments)
 		case *skiffpb.ManagerMessage_LogSubscription:
 			s.subscription(ctx, msg.LogSubscription)

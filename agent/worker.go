@@ -37,9 +37,13 @@ type worker struct {
 	observed map[string]*skiffpb.TaskStatus
 
 	reports *reportQueue
-	sem     chan struct{}
-	wg      sync.WaitGroup
-	ctx     context.Context
+	// onStatus, when set, hears each task's status with its assignment
+	// (the overlay publishes running tasks); it is called with mu held and
+	// must not call back into the worker.
+	onStatus func(*skiffpb.Assignment, *skiffpb.TaskStatus)
+	sem      chan struct{}
+	wg       sync.WaitGroup
+	ctx      context.Context
 }
 
 // taskState is the worker's record of one task.
@@ -124,6 +128,9 @@ func (w *worker) assign(a *skiffpb.Assignments) {
 		ts.desired = as.GetTask().GetDesiredState()
 		ts.removed = false
 		touched = append(touched, id)
+		if w.onStatus != nil {
+			w.onStatus(as, ts.status)
+		}
 	}
 	for _, id := range a.GetRemoved() {
 		if ts := w.tasks[id]; ts != nil {
@@ -178,6 +185,9 @@ func (w *worker) setStatusLocked(id string, ts *taskState, st *skiffpb.TaskStatu
 	ts.status = st
 	if !ts.removed {
 		w.reports.put(id, st)
+	}
+	if w.onStatus != nil && ts.assignment != nil {
+		w.onStatus(ts.assignment, st)
 	}
 }
 

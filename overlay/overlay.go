@@ -58,6 +58,19 @@ type Endpoint struct {
 	// Links maps a name the task may look up to the short name of another
 	// service of its stack (compose links: "redis:db" gives db → redis).
 	Links map[string]string
+	// Published are the ports the task's service publishes through the
+	// routing mesh. Carrying them on the endpoints lets every host learn,
+	// from gossip alone, which ports to answer and where to send them, so
+	// the mesh keeps working while no manager is reachable.
+	Published []Port
+}
+
+// Port is a port a service publishes through the routing mesh.
+type Port struct {
+	// Protocol is "tcp" or "udp".
+	Protocol  string
+	Published uint16
+	Target    uint16
 }
 
 // MAC is the endpoint's MAC address, derived from its IPv4 address as

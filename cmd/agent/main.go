@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/skiffhq/skiff/agent/docker"
 	"github.com/skiffhq/skiff/internal/envflag"
 	"github.com/skiffhq/skiff/internal/logging"
+	"github.com/skiffhq/skiff/overlay/host"
 	"github.com/skiffhq/skiff/version"
 )
 
@@ -65,6 +67,16 @@ func newCommand() *cobra.Command {
 			}
 			defer exec.Close()
 			cfg.Executor = exec
+			vtep, err := netip.ParseAddr(cfg.AdvertiseAddr)
+			if err != nil {
+				return fmt.Errorf("--advertise-addr %q is not an IP address", cfg.AdvertiseAddr)
+			}
+			ov, err := host.New(host.Config{Node: cfg.Name, VTEP: vtep, Logger: logger})
+			if err != nil {
+				return fmt.Errorf("set up the overlay network: %w", err)
+			}
+			exec.Network = ov
+			cfg.Overlay = ov
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return agent.Run(ctx, cfg)
