@@ -69,7 +69,7 @@ type Overlay interface {
 	// membership through the gossip pool.
 	Delegate() memberlist.Delegate
 	HandleGossip(gossip.Event)
-	SetNumNodes(func() int)
+	SetPool(*gossip.Pool)
 	// Run runs the overlay until ctx ends.
 	Run(ctx context.Context)
 }
@@ -153,7 +153,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		a.pool = pool
 		if cfg.Overlay != nil {
-			cfg.Overlay.SetNumNodes(pool.Memberlist().NumMembers)
+			cfg.Overlay.SetPool(pool)
 			wg.Add(1)
 			go func() { defer wg.Done(); cfg.Overlay.Run(ctx) }()
 		}

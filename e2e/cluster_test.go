@@ -104,10 +104,21 @@ func (c *cluster) docker(host string, args ...string) (string, error) {
 	return c.tb.Docker(c.t.Context(), host, args...)
 }
 
-// eventually fails the test unless f succeeds within timeout.
+// eventually fails the test unless f succeeds within timeout. Each new
+// reason for waiting is logged with the time it appeared, so a slow
+// convergence shows where the time went.
 func (c *cluster) eventually(timeout time.Duration, f func() error) {
 	c.t.Helper()
-	testbed.Eventually(c.t, timeout, f)
+	start := time.Now()
+	last, logged := "", time.Time{}
+	testbed.Eventually(c.t, timeout, func() error {
+		err := f()
+		if err != nil && err.Error() != last && time.Since(logged) > time.Second {
+			last, logged = err.Error(), time.Now()
+			c.t.Logf("+%s waiting: %v", time.Since(start).Round(10*time.Millisecond), err)
+		}
+		return err
+	})
 }
 
 // writeCompose writes a compose file into a temp dir and returns its path.

@@ -123,7 +123,10 @@ func Start(ctx context.Context, cfg Config) (*Pool, error) {
 	mc.ProbeTimeout = 250 * time.Millisecond
 	mc.SuspicionMult = 2
 	mc.GossipInterval = 100 * time.Millisecond
-	mc.PushPullInterval = 15 * time.Second
+	// Anti-entropy every 5 s rather than 30: the full state of a small
+	// cluster is a few kilobytes, and it bounds how long a lost update can
+	// leave a host's view of the overlay wrong.
+	mc.PushPullInterval = 5 * time.Second
 	mc.Delegate = &metaDelegate{meta: meta, user: cfg.Delegate}
 	mc.Events = &eventDelegate{p: p}
 	mc.Logger = slog.NewLogLogger(logger.With("component", "memberlist").Handler(), slog.LevelDebug)
@@ -185,6 +188,24 @@ func (p *Pool) ManagerAPIAddrs() []string {
 		}
 	}
 	return out
+}
+
+// SendToAgents sends msg to every live agent but this member, best effort
+// (UDP): the receivers' Delegate.NotifyMsg gets it, as with a broadcast.
+func (p *Pool) SendToAgents(msg []byte) {
+	self := p.ml.LocalNode().Name
+	for _, n := range p.ml.Members() {
+		if n.Name == self {
+			continue
+		}
+		m, ok := decode(n)
+		if !ok || m.Role != RoleAgent {
+			continue
+		}
+		if err := p.ml.SendBestEffort(n, msg); err != nil {
+			p.logger.Debug("direct gossip send failed", "to", n.Name, "error", err)
+		}
+	}
 }
 
 // Memberlist exposes the underlying pool for the overlay's broadcasts.

@@ -6940,9 +6940,9 @@ type Assignments struct {
 	Updated []*Assignment          `protobuf:"bytes,2,rep,name=updated,proto3" json:"updated,omitempty"`
 	// removed are task IDs the agent must stop and forget.
 	Removed []string `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
-	// node_attachments, when set, is the node's full set of own addresses in
-	// overlay networks (its bridge address, where its DNS listens); sent with
-	// the full set and whenever it changes.
+	// node_attachments is the node's full set of own addresses in overlay
+	// networks (its bridge address, where its DNS listens). Every message
+	// carries it, so an empty list means the node is in no network.
 	NodeAttachments []*NetworkAttachment `protobuf:"bytes,4,rep,name=node_attachments,json=nodeAttachments,proto3" json:"node_attachments,omitempty"`
 	// node_networks are the networks of node_attachments.
 	NodeNetworks  []*Network `protobuf:"bytes,5,rep,name=node_networks,json=nodeNetworks,proto3" json:"node_networks,omitempty"`

@@ -79,12 +79,14 @@ func (d *Dispatcher) streamAssignments(ctx context.Context, s *session) error {
 			if msg == nil {
 				msg = &skiffpb.Assignments{}
 			}
-			msg.NodeAttachments = latest
-			d.store.View(func(tx state.ReadTx) { msg.NodeNetworks = networksOf(tx, latest) })
 		}
 		if msg == nil {
 			continue
 		}
+		// Every message carries the node's whole set of networks: an empty
+		// list must read as "none", which an absent one could not.
+		msg.NodeAttachments = attachments
+		d.store.View(func(tx state.ReadTx) { msg.NodeNetworks = networksOf(tx, attachments) })
 		if err := s.send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_Assignments{Assignments: msg}}); err != nil {
 			return err
 		}

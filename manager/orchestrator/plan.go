@@ -94,10 +94,19 @@ func (p *plan) attach(t *skiffpb.Task, sv *skiffpb.Service) error {
 			p.releaseTask(t)
 			return fmt.Errorf("network %s does not exist", sn.GetTarget())
 		}
-		addr, err := p.ipam.Allocate(n.GetId())
+		// The network may be newer than the allocator's view of the store
+		// (it came in the same command as the service).
+		subnet, err := netip.ParsePrefix(n.GetSubnet())
+		if err == nil {
+			err = p.ipam.AddNetwork(n.GetId(), subnet)
+		}
+		var addr netip.Prefix
+		if err == nil {
+			addr, err = p.ipam.Allocate(n.GetId())
+		}
 		if err != nil {
 			p.releaseTask(t)
-			return fmt.Errorf("allocate an address: %w", err)
+			return fmt.Errorf("allocate an address in network %s: %w", sn.GetTarget(), err)
 		}
 		t.Networks = append(t.Networks, &skiffpb.NetworkAttachment{NetworkId: n.GetId(), Address: addr.String(), Aliases: sn.GetAliases()})
 	}

@@ -46,6 +46,14 @@ type Config struct {
 	// Reconciled before treating the node as reconciled anyway. Zero means
 	// DefaultReconcileTimeout.
 	ReconcileTimeout time.Duration
+	// Direct, when set, is also given every record this node writes, to
+	// send straight to the other hosts. Gossip alone reaches a random few
+	// members per round, and in a pool shared with managers (which hold no
+	// table and drop the records) a change could wait for the next
+	// push/pull; a direct send makes it arrive in one round trip. It is
+	// called with the table's lock held: it must only queue, never block or
+	// call memberlist.
+	Direct func(msg []byte)
 	// OnChange, when set, is called with every change of the live
 	// endpoints, this node's own included (Endpoint.Node == Node). It is
 	// called from Run's goroutine, one change at a time and in order, with
@@ -65,6 +73,7 @@ type Table struct {
 	ttl              time.Duration
 	reconcileTimeout time.Duration
 	onChange         func(Change)
+	direct           func([]byte)
 	logger           *slog.Logger
 	now              func() time.Time
 
@@ -107,6 +116,7 @@ func New(cfg Config) (*Table, error) {
 		ttl:              cmp.Or(cfg.TombstoneTTL, DefaultTombstoneTTL),
 		reconcileTimeout: cmp.Or(cfg.ReconcileTimeout, DefaultReconcileTimeout),
 		onChange:         cfg.OnChange,
+		direct:           cfg.Direct,
 		logger:           cfg.Logger,
 		now:              cfg.Now,
 		wake:             make(chan struct{}, 1),
@@ -191,6 +201,7 @@ func (t *Table) Publish(e overlay.Endpoint) error {
 	t.local[k] = e
 	t.put(rec)
 	t.queueBroadcast(k, msg)
+	t.sendDirect(msg)
 	return nil
 }
 
@@ -299,6 +310,14 @@ func (t *Table) write(r record) {
 		return
 	}
 	t.queueBroadcast(r.key, msg)
+	t.sendDirect(msg)
+}
+
+// sendDirect hands a record this node wrote to Config.Direct, if set.
+func (t *Table) sendDirect(msg []byte) {
+	if t.direct != nil {
+		t.direct(msg)
+	}
 }
 
 // retract writes a tombstone for k.

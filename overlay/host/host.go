@@ -64,6 +64,10 @@ type Host struct {
 	// synced is set once a full assignment set has been seen, after which
 	// stale devices of an earlier run can be told apart and removed.
 	synced bool
+	// direct queues this host's endpoint records for sending straight to
+	// the other agents (see endpoints.Config.Direct).
+	direct chan []byte
+	pool   *gossip.Pool
 	// backends indexes the live endpoints of services that publish ports:
 	// service → addresses, for the mesh.
 	backends map[string]map[netip.Addr]bool
@@ -100,13 +104,14 @@ func New(cfg Config) (*Host, error) {
 		tasks:    map[string]*task{},
 		backends: map[string]map[netip.Addr]bool{},
 		ports:    map[string][]overlay.Port{},
+		direct:   make(chan []byte, 1024),
 	}
 	plane, err := dataplane.New(dataplane.Config{VTEP: cfg.VTEP, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("overlay data plane: %w", err)
 	}
 	h.plane = plane
-	table, err := endpoints.New(endpoints.Config{Node: cfg.Node, OnChange: h.onChange, Logger: cfg.Logger})
+	table, err := endpoints.New(endpoints.Config{Node: cfg.Node, OnChange: h.onChange, Direct: h.queueDirect, Logger: cfg.Logger})
 	if err != nil {
 		plane.Close()
 		return nil, fmt.Errorf("overlay endpoint table: %w", err)
@@ -124,8 +129,40 @@ func (h *Host) Delegate() memberlist.Delegate { return h.table.Delegate() }
 // once.
 func (h *Host) HandleGossip(ev gossip.Event) { h.table.HandleEvent(ev) }
 
-// SetNumNodes tells the endpoint table how big the pool is.
-func (h *Host) SetNumNodes(f func() int) { h.table.SetNumNodes(f) }
+// SetPool gives the overlay the gossip pool it rides on, once it started.
+func (h *Host) SetPool(p *gossip.Pool) {
+	h.mu.Lock()
+	h.pool = p
+	h.mu.Unlock()
+	h.table.SetNumNodes(p.Memberlist().NumMembers)
+}
+
+// queueDirect is endpoints.Config.Direct: it only queues, since the table
+// calls it with its lock held; a full queue drops the record, which gossip
+// and push/pull still carry.
+func (h *Host) queueDirect(msg []byte) {
+	select {
+	case h.direct <- msg:
+	default:
+	}
+}
+
+// sendDirect sends queued records to the other agents until ctx ends.
+func (h *Host) sendDirect(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg := <-h.direct:
+			h.mu.Lock()
+			pool := h.pool
+			h.mu.Unlock()
+			if pool != nil {
+				pool.SendToAgents(msg)
+			}
+		}
+	}
+}
 
 // Mesh exposes the routing mesh, for its metrics.
 func (h *Host) Mesh() *mesh.Mesh { return h.mesh }
@@ -134,8 +171,9 @@ func (h *Host) Mesh() *mesh.Mesh { return h.mesh }
 // their network while the agent restarts.
 func (h *Host) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); h.table.Run(ctx) }()
+	go func() { defer wg.Done(); h.sendDirect(ctx) }()
 	go func() { defer wg.Done(); _ = h.mesh.Run(ctx) }()
 	<-ctx.Done()
 	h.dns.closeAll()
@@ -149,9 +187,7 @@ func (h *Host) Run(ctx context.Context) {
 func (h *Host) Assigned(as *skiffpb.Assignments) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if as.GetFull() || len(as.GetNodeAttachments()) > 0 {
-		h.setAttachmentsLocked(as.GetNodeAttachments(), as.GetNodeNetworks())
-	}
+	h.setAttachmentsLocked(as.GetNodeAttachments(), as.GetNodeNetworks())
 	if !as.GetFull() {
 		return
 	}
@@ -339,18 +375,19 @@ func (h *Host) TaskStatus(a *skiffpb.Assignment, st *skiffpb.TaskStatus) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	id := a.GetTask().GetId()
-	t := h.tasks[id]
-	if t == nil {
-		// A task adopted after an agent restart: its sandbox is plumbed
-		// already.
-		t = &task{a: a}
-		h.tasks[id] = t
-	}
 	running := st.GetState() == skiffpb.TaskState_TASK_STATE_RUNNING &&
 		a.GetTask().GetDesiredState() <= skiffpb.TaskState_TASK_STATE_RUNNING
 	if !running {
 		h.withdrawLocked(id)
 		return
+	}
+	t := h.tasks[id]
+	if t == nil {
+		// A task adopted after an agent restart: its sandbox is plumbed
+		// already. Only a running task is adopted, so that a late report
+		// of a stopped task cannot bring back one that was unplumbed.
+		t = &task{a: a}
+		h.tasks[id] = t
 	}
 	for _, e := range taskEndpoints(a, h.cfg.VTEP) {
 		if err := h.table.Publish(e); err != nil {
