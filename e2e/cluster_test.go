@@ -149,8 +149,10 @@ func (c *cluster) replicas(service string) (string, error) {
 		return "", err
 	}
 	for _, l := range lines(out) {
-		if name, reps, ok := strings.Cut(l, " "); ok && name == service {
-			return reps, nil
+		// Docker appends "(max N per node)" to REPLICAS; only the count
+		// matters here.
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == service {
+			return f[1], nil
 		}
 	}
 	return "", fmt.Errorf("service %s not listed:\n%s", service, out)
