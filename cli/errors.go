@@ -1,0 +1,155 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// apiError is an error of a Control API call, with its message made fit
+// for a user: the manager's own text without gRPC's "rpc error: code =
+// ... desc =" wrapping, plus a hint where the text alone leaves the user
+// stuck. It keeps the code, so that status.Code still works on it.
+type apiError struct {
+	code codes.Code
+	msg  string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+// GRPCStatus lets status.Code and status.FromError see the original code.
+func (e *apiError) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }
+
+// fromRPC converts an error returned by gRPC into an apiError; nil, io.EOF
+// and errors that did not come from gRPC pass through.
+func fromRPC(err error) error {
+	if err == nil || errors.Is(err, io.EOF) {
+		return err
+	}
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return err
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	return &apiError{code: st.Code(), msg: userMessage(st.Code(), st.Message())}
+}
+
+// userMessage words a gRPC status for the user. The managers already word
+// their errors for users (NotFound reads `service "x" not found`), so
+// most codes keep the text as it is.
+func userMessage(code codes.Code, msg string) string {
+	switch code {
+	case codes.Unavailable:
+		// The managers' own texts about quorum and leaders already say
+		// what to do; anything else gets the same advice.
+		if strings.Contains(msg, "quorum") || strings.Contains(msg, "retry") {
+			return msg
+		}
+		return msg + "; the cluster may have no leader right now: retry in a moment, or check `skiff cluster info`"
+	case codes.DeadlineExceeded:
+		return "the manager did not answer in time (" + msg + "); the cluster may have lost quorum: check `skiff cluster info`"
+	case codes.Canceled:
+		return "interrupted"
+	case codes.Unimplemented:
+		return "the manager does not support this (" + msg + "); is it older than this skiff?"
+	case codes.Internal, codes.Unknown, codes.DataLoss:
+		return "internal error in the manager: " + msg
+	default:
+		return msg
+	}
+}
+
+// attempt is one manager address that did not answer, and why.
+type attempt struct {
+	addr string
+	err  error
+}
+
+// unreachableError says that no manager answered, which addresses were
+// tried, and what to check.
+type unreachableError struct {
+	tried []attempt
+}
+
+func (e *unreachableError) Error() string {
+	addrs := make([]string, len(e.tried))
+	reasons := map[string]bool{}
+	for i, a := range e.tried {
+		addrs[i] = a.addr
+		reasons[a.err.Error()] = true
+	}
+	// One reason is said once; different ones are said per address.
+	var why string
+	if len(reasons) == 1 {
+		why = e.tried[0].err.Error()
+	} else {
+		parts := make([]string, len(e.tried))
+		for i, a := range e.tried {
+			parts[i] = a.addr + ": " + a.err.Error()
+		}
+		why = strings.Join(parts, ", ")
+	}
+	return fmt.Sprintf("cannot reach any manager (tried %s): %s; check --manager or SKIFF_MANAGER", strings.Join(addrs, ", "), why)
+}
+
+// GRPCStatus makes an unreachable cluster read as Unavailable to code that
+// re-subscribes streams.
+func (e *unreachableError) GRPCStatus() *status.Status {
+	return status.New(codes.Unavailable, e.Error())
+}
+
+// usageError is a command line the CLI cannot run, worded as docker words
+// it, with a pointer to the command's help.
+func usageError(cmd *cobra.Command, format string, args ...any) error {
+	return fmt.Errorf("%s\nSee '%s --help'.", fmt.Sprintf(format, args...), cmd.CommandPath())
+}
+
+// flagError is the root command's FlagErrorFunc: cobra's message, with
+// the pointer to help.
+func flagError(cmd *cobra.Command, err error) error {
+	return usageError(cmd, "%v", err)
+}
+
+// exactArgs checks a command's positional arguments with docker's
+// wording: `"skiff service ps" requires exactly 1 argument.`
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageError(cmd, "%q requires exactly %s.", cmd.CommandPath(), plural(n, "argument"))
+		}
+		return nil
+	}
+}
+
+// minArgs is exactArgs for commands that take a list.
+func minArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return usageError(cmd, "%q requires at least %s.", cmd.CommandPath(), plural(n, "argument"))
+		}
+		return nil
+	}
+}
+
+// noArgs is exactArgs(0) in docker's wording for it.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageError(cmd, "%q accepts no arguments.", cmd.CommandPath())
+	}
+	return nil
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, word)
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}

@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"errors"
+	"io"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func TestFromRPC(t *testing.T) {
+	for _, tc := range []struct {
+		in   error
+		want string
+	}{
+		{status.Error(codes.NotFound, `service "x" not found`), `service "x" not found`},
+		{status.Error(codes.InvalidArgument, `service web: replicas cannot be set for a global service`), `service web: replicas cannot be set for a global service`},
+		{status.Error(codes.Unavailable, "no leader: the cluster may have lost quorum (1 of 3 managers reachable, 2 needed); bring managers back"),
+			"no leader: the cluster may have lost quorum (1 of 3 managers reachable, 2 needed); bring managers back"},
+		{status.Error(codes.Unavailable, "watch fell behind"),
+			"watch fell behind; the cluster may have no leader right now: retry in a moment, or check `skiff cluster info`"},
+		{status.Error(codes.DeadlineExceeded, "context deadline exceeded"),
+			"the manager did not answer in time (context deadline exceeded); the cluster may have lost quorum: check `skiff cluster info`"},
+		{status.Error(codes.Internal, "boom"), "internal error in the manager: boom"},
+		{errors.New("plain"), "plain"},
+	} {
+		got := fromRPC(tc.in)
+		if got.Error() != tc.want {
+			t.Errorf("fromRPC(%v) = %q, want %q", tc.in, got, tc.want)
+		}
+		if s, ok := status.FromError(tc.in); ok && status.Code(got) != s.Code() {
+			t.Errorf("fromRPC(%v) lost the code: %v", tc.in, status.Code(got))
+		}
+	}
+	if fromRPC(nil) != nil || fromRPC(io.EOF) != io.EOF {
+		t.Error("nil and io.EOF must pass through")
+	}
+}
+
+func TestUnreachableError(t *testing.T) {
+	same := &unreachableError{tried: []attempt{
+		{"198.18.0.1:4242", errors.New("connection refused")},
+		{"198.18.0.2:4242", errors.New("connection refused")},
+	}}
+	want := "cannot reach any manager (tried 198.18.0.1:4242, 198.18.0.2:4242): connection refused; check --manager or SKIFF_MANAGER"
+	if same.Error() != want {
+		t.Errorf("got %q\nwant %q", same.Error(), want)
+	}
+	mixed := &unreachableError{tried: []attempt{
+		{"198.18.0.1:4242", errors.New("no answer within 2s")},
+		{"198.18.0.2:4242", errors.New("connection refused")},
+	}}
+	want = "cannot reach any manager (tried 198.18.0.1:4242, 198.18.0.2:4242): 198.18.0.1:4242: no answer within 2s, 198.18.0.2:4242: connection refused; check --manager or SKIFF_MANAGER"
+	if mixed.Error() != want {
+		t.Errorf("got %q\nwant %q", mixed.Error(), want)
+	}
+	if status.Code(mixed) != codes.Unavailable {
+		t.Error("an unreachable cluster must read as Unavailable, so that watches re-subscribe")
+	}
+}
+
+func TestParseManagers(t *testing.T) {
+	got, err := parseManagers(" 198.18.0.1:4242, 198.18.0.2:4242,,")
+	if err != nil || len(got) != 2 || got[1] != "198.18.0.2:4242" {
+		t.Fatalf("parseManagers = %q, %v", got, err)
+	}
+	for _, bad := range []string{"", ",", "198.18.0.1", "host:1:2"} {
+		if _, err := parseManagers(bad); err == nil {
+			t.Errorf("parseManagers(%q) accepted it", bad)
+		}
+	}
+}
+
+func TestManagersFromEnv(t *testing.T) {
+	a := &app{env: Env{Environ: []string{"PATH=/bin", "SKIFF_MANAGER=10.0.0.1:4242,10.0.0.2:4242"}}}
+	if got, _ := a.managers(); len(got) != 2 || got[0] != "10.0.0.1:4242" {
+		t.Fatalf("from SKIFF_MANAGER: %q", got)
+	}
+	a.managerFlag = "10.0.0.9:4242"
+	if got, _ := a.managers(); len(got) != 1 || got[0] != "10.0.0.9:4242" {
+		t.Fatalf("--manager must win over SKIFF_MANAGER: %q", got)
+	}
+	if got, _ := (&app{}).managers(); len(got) != 1 || got[0] != defaultManager {
+		t.Fatalf("default: %q", got)
+	}
+}
