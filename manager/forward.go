@@ -74,8 +74,12 @@ func (f *forwarder) close() {
 // between them forever.
 const forwardedHeader = "skiff-forwarded"
 
+// localMethods are answered by whichever manager is asked: cluster info
+// must work exactly when there is no leader to forward to, to show why.
+var localMethods = map[string]bool{controlPrefix + "ClusterInfo": true}
+
 func (f *forwarder) shouldForward(ctx context.Context, method string) (bool, error) {
-	if !strings.HasPrefix(method, controlPrefix) || f.isLeader() {
+	if !strings.HasPrefix(method, controlPrefix) || localMethods[method] || f.isLeader() {
 		return false, nil
 	}
 	if md, ok := metadataFrom(ctx); ok && len(md.Get(forwardedHeader)) > 0 {

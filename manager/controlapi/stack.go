@@ -162,14 +162,14 @@ func (s *Server) serviceActions(tx state.ReadTx, spec *skiffpb.StackSpec, prune 
 }
 
 // withNewSpec returns a copy of sv running spec at the next spec version.
-// The old spec is kept while live tasks still run it, so that the agents can
-// always be sent the spec of the task they hold.
+// The old spec is kept while any task still refers to it: live tasks, so
+// that the agents can always be sent the spec of the task they hold, and
+// the finished tasks of the history, so that `service ps` can show what they
+// ran. History is bounded per slot, so the kept specs are too.
 func (s *Server) withNewSpec(tx state.ReadTx, sv *skiffpb.Service, spec *skiffpb.ServiceSpec) *skiffpb.Service {
 	live := map[uint64]bool{}
 	for _, t := range tx.TasksByService(sv.GetId()) {
-		if t.GetStatus().GetState() <= skiffpb.TaskState_TASK_STATE_RUNNING {
-			live[t.GetSpecVersion()] = true
-		}
+		live[t.GetSpecVersion()] = true
 	}
 	var prev []*skiffpb.VersionedSpec
 	for _, v := range sv.GetPreviousSpecs() {
