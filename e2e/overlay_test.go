@@ -4,9 +4,12 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/skiffhq/skiff/e2e/testbed"
 )
 
 // overlayStack is the tutorial's stack placed by constraints: web on h1
@@ -28,6 +31,15 @@ services:
     deploy:
       placement:
         constraints: ["node.labels.db == yes"]
+  hostweb:
+    image: skiff-test/web:latest
+    ports:
+      - target: 80
+        published: 4100
+        mode: host
+    deploy:
+      placement:
+        constraints: ["node.hostname == h2"]
 `
 
 // otherStack is a second stack, which must not reach the first.
@@ -57,6 +69,23 @@ func TestOverlayAcrossHosts(t *testing.T) {
 
 	t.Run("CounterThroughTheNameRedisOnEveryHost", func(t *testing.T) {
 		c.eventually(30*time.Second, func() error { return counterWorks("h1", "h2", "h3") })
+	})
+
+	t.Run("HostModePortAnswersOnlyOnItsHost", func(t *testing.T) {
+		c.waitReplicas("lab_hostweb", "1/1", time.Minute)
+		client := http.Client{Timeout: 3 * time.Second}
+		c.eventually(30*time.Second, func() error {
+			resp, err := client.Get("http://" + testbed.Addr("h2") + ":4100/")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			return nil
+		})
+		if resp, err := client.Get("http://" + testbed.Addr("h1") + ":4100/"); err == nil {
+			resp.Body.Close()
+			t.Errorf("h1 answers host-mode port 4100 of a task on h2")
+		}
 	})
 
 	t.Run("StacksAreIsolated", func(t *testing.T) {

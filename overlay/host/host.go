@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -72,6 +73,17 @@ type Host struct {
 	// service → addresses, for the mesh.
 	backends map[string]map[netip.Addr]bool
 	ports    map[string][]overlay.Port
+	// hostPorts are the host-mode ports of the tasks running here, by
+	// task: they answer on this host only, and only for that task.
+	hostPorts map[string]hostPorts
+	// meshPorts is what the mesh was last given.
+	meshPorts []mesh.Port
+}
+
+// hostPorts is a task's host-mode ports and the address they go to.
+type hostPorts struct {
+	ports []overlay.Port
+	addr  netip.Addr
 }
 
 // network is an overlay network as this host knows it.
@@ -105,6 +117,8 @@ func New(cfg Config) (*Host, error) {
 		backends: map[string]map[netip.Addr]bool{},
 		ports:    map[string][]overlay.Port{},
 		direct:   make(chan []byte, 1024),
+
+		hostPorts: map[string]hostPorts{},
 	}
 	plane, err := dataplane.New(dataplane.Config{VTEP: cfg.VTEP, Logger: cfg.Logger})
 	if err != nil {
@@ -389,10 +403,15 @@ func (h *Host) TaskStatus(a *skiffpb.Assignment, st *skiffpb.TaskStatus) {
 		t = &task{a: a}
 		h.tasks[id] = t
 	}
-	for _, e := range taskEndpoints(a, h.cfg.VTEP) {
+	eps := taskEndpoints(a, h.cfg.VTEP)
+	for _, e := range eps {
 		if err := h.table.Publish(e); err != nil {
 			h.logger.Warn("publish task endpoint", "task", id, "error", err)
 		}
+	}
+	if ports := publishedPorts(a.GetSpec(), skiffpb.PublishMode_PUBLISH_MODE_HOST); len(ports) > 0 && len(eps) > 0 {
+		h.hostPorts[id] = hostPorts{ports: ports, addr: eps[0].IP}
+		h.syncMeshLocked()
 	}
 	t.published = true
 }
@@ -401,6 +420,10 @@ func (h *Host) withdrawLocked(taskID string) {
 	t := h.tasks[taskID]
 	if t == nil || !t.published {
 		return
+	}
+	if _, ok := h.hostPorts[taskID]; ok {
+		delete(h.hostPorts, taskID)
+		h.syncMeshLocked()
 	}
 	for _, e := range taskEndpoints(t.a, h.cfg.VTEP) {
 		h.table.Withdraw(e.NetworkID, e.IP)
@@ -425,17 +448,7 @@ func taskEndpoints(a *skiffpb.Assignment, vtep netip.Addr) []overlay.Endpoint {
 		}
 		links[alias] = l.GetService()
 	}
-	var published []overlay.Port
-	for _, p := range spec.GetEndpoint().GetPorts() {
-		if p.GetPublishMode() != skiffpb.PublishMode_PUBLISH_MODE_INGRESS || p.GetPublishedPort() == 0 {
-			continue
-		}
-		proto := "tcp"
-		if p.GetProtocol() == skiffpb.Protocol_PROTOCOL_UDP {
-			proto = "udp"
-		}
-		published = append(published, overlay.Port{Protocol: proto, Published: uint16(p.GetPublishedPort()), Target: uint16(p.GetTargetPort())})
-	}
+	published := publishedPorts(spec, skiffpb.PublishMode_PUBLISH_MODE_INGRESS)
 	var out []overlay.Endpoint
 	for _, na := range a.GetTask().GetNetworks() {
 		addr, err := netip.ParsePrefix(na.GetAddress())
@@ -453,6 +466,22 @@ func taskEndpoints(a *skiffpb.Assignment, vtep netip.Addr) []overlay.Endpoint {
 			TaskID: a.GetTask().GetId(), Service: spec.GetName(), Stack: stack, ShortName: short,
 			Aliases: na.GetAliases(), Links: links, Published: published,
 		})
+	}
+	return out
+}
+
+// publishedPorts lists a spec's published ports of one mode.
+func publishedPorts(spec *skiffpb.ServiceSpec, mode skiffpb.PublishMode) []overlay.Port {
+	var out []overlay.Port
+	for _, p := range spec.GetEndpoint().GetPorts() {
+		if p.GetPublishMode() != mode || p.GetPublishedPort() == 0 {
+			continue
+		}
+		proto := "tcp"
+		if p.GetProtocol() == skiffpb.Protocol_PROTOCOL_UDP {
+			proto = "udp"
+		}
+		out = append(out, overlay.Port{Protocol: proto, Published: uint16(p.GetPublishedPort()), Target: uint16(p.GetTargetPort())})
 	}
 	return out
 }
@@ -523,7 +552,6 @@ func (h *Host) updateMeshLocked(c endpoints.Change) {
 		}
 		h.backends[e.Service][e.IP] = true
 	}
-	before := fmt.Sprint(h.ports)
 	ports := map[string][]overlay.Port{}
 	for svc := range h.backends {
 		ports[svc] = h.ports[svc]
@@ -532,16 +560,38 @@ func (h *Host) updateMeshLocked(c endpoints.Change) {
 		ports[e.Service] = e.Published
 	}
 	h.ports = ports
-	if fmt.Sprint(h.ports) == before {
-		return
-	}
+	h.syncMeshLocked()
+}
+
+// hostModeKey names a task's host-mode ports to the mesh, which serves
+// them like a service with that one task as its only backend.
+const hostModeKey = "task:"
+
+// syncMeshLocked hands the mesh the complete list of ports this host
+// answers: every service's ingress ports, and the host-mode ports of the
+// tasks running here. It does nothing when the list is unchanged.
+func (h *Host) syncMeshLocked() {
 	var list []mesh.Port
 	for svc, ps := range h.ports {
 		for _, p := range ps {
 			list = append(list, mesh.Port{Protocol: p.Protocol, Published: p.Published, Target: p.Target, Service: svc})
 		}
 	}
-	sort.Slice(list, func(i, j int) bool { return list[i].Published < list[j].Published })
+	for id, hp := range h.hostPorts {
+		for _, p := range hp.ports {
+			list = append(list, mesh.Port{Protocol: p.Protocol, Published: p.Published, Target: p.Target, Service: hostModeKey + id})
+		}
+	}
+	sort.Slice(list, func(i, j int) bool {
+		if list[i].Published != list[j].Published {
+			return list[i].Published < list[j].Published
+		}
+		return list[i].Protocol < list[j].Protocol
+	})
+	if slices.Equal(list, h.meshPorts) {
+		return
+	}
+	h.meshPorts = list
 	if err := h.mesh.Set(list); err != nil {
 		h.logger.Warn("routing mesh", "error", err)
 	}
@@ -552,6 +602,12 @@ func (h *Host) updateMeshLocked(c endpoints.Change) {
 func (h *Host) meshBackends(service string) []netip.Addr {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if id, ok := strings.CutPrefix(service, hostModeKey); ok {
+		if hp, ok := h.hostPorts[id]; ok {
+			return []netip.Addr{hp.addr}
+		}
+		return nil
+	}
 	out := make([]netip.Addr, 0, len(h.backends[service]))
 	for ip := range h.backends[service] {
 		out = append(out, ip)
