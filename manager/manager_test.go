@@ -210,3 +210,47 @@ func TestRestartAllResumesFromDisk(t *testing.T) {
 		return nil
 	})
 }
+
+// TestAgentReportsAfterManagersReturn: with every manager down, tasks keep
+// running on their agents, and what happened meanwhile (a task that
+// failed) reaches the cluster once the managers are back.
+func TestAgentReportsAfterManagersReturn(t *testing.T) {
+	c := testcluster.New(t, 1)
+	a1 := c.AddAgent("a1")
+	if _, err := c.Control().DeployStack(c.Ctx(), &skiffpb.DeployStackRequest{Spec: testcluster.Stack("demo", 2)}); err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	c.WaitRunning("demo_web", 2)
+	running := a1.Running()
+	if len(running) != 2 {
+		t.Fatalf("a1 runs %d tasks, want 2", len(running))
+	}
+
+	m := c.Managers[0]
+	c.Stop(m)
+	// The agent keeps its tasks while no manager answers...
+	if got := len(a1.Running()); got != 2 {
+		t.Fatalf("a1 runs %d tasks with the manager down, want 2", got)
+	}
+	// ...and one of them fails meanwhile.
+	if err := a1.Exit(running[0], 3); err != nil {
+		t.Fatal(err)
+	}
+	c.Start(m)
+	c.Eventually(20*time.Second, func() error {
+		tasks, err := c.Control().ListTasks(c.Ctx(), &skiffpb.ListTasksRequest{Service: "demo_web"})
+		if err != nil {
+			return err
+		}
+		for _, tk := range tasks.GetTasks() {
+			if tk.GetId() == running[0] {
+				if tk.GetStatus().GetState() != skiffpb.TaskState_TASK_STATE_FAILED || tk.GetStatus().GetExitCode() != 3 {
+					return fmt.Errorf("task that failed while the manager was down is %v (exit %d)", tk.GetStatus().GetState(), tk.GetStatus().GetExitCode())
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("task %s is gone", running[0])
+	})
+	c.WaitRunning("demo_web", 2)
+}
