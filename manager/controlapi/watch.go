@@ -1,6 +1,9 @@
 package controlapi
 
 import (
+	"context"
+	"sync"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -138,26 +141,89 @@ func (f *watchFilter) event(index uint64, ev state.Event) *skiffpb.WatchEvent {
 	return out
 }
 
-// ServiceLogs streams a service's container logs from the agents.
+// ServiceLogs streams a service's container logs from the agents. With
+// follow, tasks that start later are followed too, from their first line,
+// as `docker service logs -f` does.
 func (s *Server) ServiceLogs(req *skiffpb.ServiceLogsRequest, stream grpc.ServerStreamingServer[skiffpb.LogMessage]) error {
-	var tasks []*skiffpb.Task
-	var err error
-	s.store.View(func(tx state.ReadTx) {
+	if s.cfg.Logs == nil {
+		return status.Error(codes.Unimplemented, "this manager cannot gather logs")
+	}
+	var (
+		serviceID string
+		tasks     []*skiffpb.Task
+		err       error
+	)
+	hasLogs := func(t *skiffpb.Task) bool { return t.GetNodeId() != "" && t.GetStatus().GetContainerId() != "" }
+	ch, cancel := s.store.ViewAndWatch(func(tx state.ReadTx) {
 		var sv *skiffpb.Service
 		if sv, err = resolveService(tx, req.GetService()); err != nil {
 			return
 		}
-		for _, t := range tx.TasksByService(sv.GetId()) {
-			if t.GetNodeId() != "" && t.GetStatus().GetContainerId() != "" {
+		serviceID = sv.GetId()
+		for _, t := range tx.TasksByService(serviceID) {
+			if hasLogs(t) {
 				tasks = append(tasks, t)
 			}
 		}
 	})
+	defer cancel()
 	if err != nil {
 		return err
 	}
-	if s.cfg.Logs == nil {
-		return status.Error(codes.Unimplemented, "this manager cannot gather logs")
+	if !req.GetFollow() {
+		return s.cfg.Logs.SubscribeLogs(stream.Context(), tasks, false, req.GetTail(), stream.Send)
 	}
-	return s.cfg.Logs.SubscribeLogs(stream.Context(), tasks, req.GetFollow(), req.GetTail(), stream.Send)
+
+	ctx, stop := context.WithCancel(stream.Context())
+	var wg sync.WaitGroup
+	// Stop the followers, then wait for them: none may send after return.
+	defer func() { stop(); wg.Wait() }()
+	var sendMu sync.Mutex
+	send := func(m *skiffpb.LogMessage) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return stream.Send(m)
+	}
+	errc := make(chan error, 1)
+	follow := func(ts []*skiffpb.Task, tail int64) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.cfg.Logs.SubscribeLogs(ctx, ts, true, tail, send); err != nil && ctx.Err() == nil {
+				select {
+				case errc <- err:
+				default:
+				}
+			}
+		}()
+	}
+	seen := map[string]bool{}
+	for _, t := range tasks {
+		seen[t.GetId()] = true
+	}
+	follow(tasks, req.GetTail())
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errc:
+			return err
+		case b, ok := <-ch:
+			if !ok {
+				return status.Error(codes.Unavailable, "log follow fell behind the cluster's changes; run it again")
+			}
+			var fresh []*skiffpb.Task
+			for _, ev := range b.Events {
+				t, ok := ev.Object.(*skiffpb.Task)
+				if !ok || ev.Deleted || t.GetServiceId() != serviceID || seen[t.GetId()] || !hasLogs(t) {
+					continue
+				}
+				seen[t.GetId()] = true
+				fresh = append(fresh, t)
+			}
+			if len(fresh) > 0 {
+				follow(fresh, -1)
+			}
+		}
+	}
 }
