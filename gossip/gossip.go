@@ -150,6 +150,7 @@ func (p *Pool) joinLoop(ctx context.Context) {
 		n, err := p.ml.Join(p.cfg.Join)
 		if err == nil && n > 0 {
 			p.logger.Info("joined gossip pool", "seeds", p.cfg.Join, "members", p.ml.NumMembers())
+			p.rejoinLoop(ctx)
 			return
 		}
 		p.logger.Debug("gossip join failed; retrying", "seeds", p.cfg.Join, "error", err, "in", backoff)
@@ -159,6 +160,42 @@ func (p *Pool) joinLoop(ctx context.Context) {
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// rejoinInterval is how often a member checks that its seeds are still
+// in its view of the pool.
+const rejoinInterval = 10 * time.Second
+
+// rejoinLoop joins the seeds again whenever one of them is missing from the
+// live members. Memberlist stops gossiping with members it declared dead
+// after a while, so two sides of a long partition would otherwise never
+// find each other again once it heals.
+func (p *Pool) rejoinLoop(ctx context.Context) {
+	t := time.NewTicker(rejoinInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		alive := map[string]bool{}
+		for _, n := range p.ml.Members() {
+			alive[net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))] = true
+		}
+		var missing []string
+		for _, seed := range p.cfg.Join {
+			if !alive[seed] {
+				missing = append(missing, seed)
+			}
+		}
+		if len(missing) == 0 {
+			continue
+		}
+		if n, err := p.ml.Join(missing); err == nil && n > 0 {
+			p.logger.Info("rejoined gossip members", "seeds", missing, "reached", n)
+		}
 	}
 }
 
