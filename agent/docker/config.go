@@ -114,20 +114,6 @@ func containerConfig(a *skiffpb.Assignment, node, networkMode string) (*containe
 	return cfg, host, nil
 }
 
-// joinSandbox makes a task container share its sandbox's network (and with
-// it, hostname and resolver): the settings the engine refuses on such a
-// container were put on the sandbox instead.
-func joinSandbox(cfg *container.Config, host *container.HostConfig, sandboxID string) {
-	host.NetworkMode = container.NetworkMode("container:" + sandboxID)
-	cfg.Hostname = ""
-	host.DNS, host.DNSSearch, host.ExtraHosts = nil, nil, nil
-	for k := range host.Sysctls {
-		if strings.HasPrefix(k, "net.") {
-			delete(host.Sysctls, k)
-		}
-	}
-}
-
 // ownershipLabels are the labels that tie a container to its task and node.
 func ownershipLabels(a *skiffpb.Assignment, node string) map[string]string {
 	task, spec := a.GetTask(), a.GetSpec()

@@ -31,9 +31,14 @@ type Executor struct {
 	// executor is first used; it is read, never written, by the executor's
 	// methods.
 	NetworkMode string
-	// Network, when set, plumbs the sandbox of every task that has overlay
-	// networks; the task's container then joins the sandbox's namespace.
+	// Network, when set, connects every task that has overlay networks;
+	// such a task's container starts with the network init in front of its
+	// program (see package netinit).
 	Network Network
+	// InitPath is the host path of the executable mounted into networked
+	// task containers as their network init: the agent's own binary, which
+	// runs netinit.Main when started under that name.
+	InitPath string
 
 	client *client.Client
 	node   string
@@ -43,6 +48,11 @@ type Executor struct {
 	// negotiation; see ready.
 	negotiated  atomic.Bool
 	negotiateMu sync.Mutex
+
+	// pending holds networked tasks' assignments from Prepare to Start,
+	// which plumbs them.
+	pendingMu sync.Mutex
+	pending   map[string]*skiffpb.Assignment
 }
 
 var _ agent.Executor = (*Executor)(nil)
@@ -202,6 +212,15 @@ func (e *Executor) Start(ctx context.Context, taskID string) error {
 	if err := e.client.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
 		return fmt.Errorf("start container %s of task %s: %w", c.ID, taskID, err)
 	}
+	if a := e.recall(taskID); a != nil {
+		// The container's init waits for the interfaces made here; if
+		// they cannot be made, the task must fail now rather than wait.
+		if err := e.plumb(ctx, c.ID, a); err != nil {
+			_ = e.client.ContainerKill(ctx, c.ID, "KILL")
+			return fmt.Errorf("start task %s: %w", taskID, err)
+		}
+		e.forget(taskID)
+	}
 	e.log.Info("started container", "task", taskID, "container", c.ID)
 	return nil
 }
@@ -247,9 +266,13 @@ func (e *Executor) Remove(ctx context.Context, taskID string) error {
 		}
 		e.log.Info("removed container", "task", taskID, "container", c.ID)
 	}
-	// The sandbox goes after the task's container, which shares its
-	// namespace; it may exist alone if the agent died between the two.
-	return e.removeSandbox(ctx, taskID)
+	e.forget(taskID)
+	if e.Network != nil {
+		if err := e.Network.Unplumb(ctx, taskID); err != nil {
+			return fmt.Errorf("unplumb task %s: %w", taskID, err)
+		}
+	}
+	return nil
 }
 
 // find looks up the node's container for a task by its labels. Labels, not

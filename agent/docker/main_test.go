@@ -34,6 +34,9 @@ import (
 // remove each other's image.
 var helperImage string
 
+// initBinary is the network init built by TestMain, for networked tasks.
+var initBinary string
+
 // waitTimeout bounds every wait for the engine. It is generous because it is
 // a deadline, not a guess: waits return as soon as the event arrives.
 const waitTimeout = 30 * time.Second
@@ -82,12 +85,20 @@ func buildHelperImage() (cleanup func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	keep := false
+	defer func() {
+		if !keep {
+			os.RemoveAll(dir)
+		}
+	}()
 	bin := filepath.Join(dir, "helper")
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./testdata/helper")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build helper: %v\n%s", err, out)
+	initBinary = filepath.Join(dir, "netinit")
+	for out, pkg := range map[string]string{bin: "./testdata/helper", initBinary: "./testdata/netinit"} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("build %s: %v\n%s", pkg, err, b)
+		}
 	}
 	data, err := os.ReadFile(bin)
 	if err != nil {
@@ -113,9 +124,11 @@ func buildHelperImage() (cleanup func(), err error) {
 	if err := drainPull(rc); err != nil {
 		return nil, fmt.Errorf("import helper image: %w", err)
 	}
+	keep = true
 	return func() {
 		_, _ = cli.ImageRemove(context.Background(), helperImage, image.RemoveOptions{PruneChildren: true})
 		cli.Close()
+		os.RemoveAll(dir)
 	}, nil
 }
 

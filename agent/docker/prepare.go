@@ -30,18 +30,18 @@ func (e *Executor) Prepare(ctx context.Context, a *skiffpb.Assignment) error {
 	} else if ok {
 		return nil
 	}
-	if err := e.ensureImage(ctx, cfg.Image); err != nil {
+	img, err := e.ensureImage(ctx, cfg.Image)
+	if err != nil {
 		return fmt.Errorf("prepare task %s: %w", taskID, err)
 	}
 	if err := e.ensureVolumes(ctx, a); err != nil {
 		return fmt.Errorf("prepare task %s: %w", taskID, err)
 	}
-	if e.usesSandbox(a) {
-		sandbox, err := e.ensureSandbox(ctx, a)
-		if err != nil {
+	if e.networked(a) {
+		if err := e.withInit(cfg, host, img, a); err != nil {
 			return fmt.Errorf("prepare task %s: %w", taskID, err)
 		}
-		joinSandbox(cfg, host, sandbox)
+		e.remember(a)
 	}
 	name := containerName(serviceName(a), e.node, a.GetTask().GetSlot(), taskID)
 	resp, err := e.client.ContainerCreate(ctx, cfg, host, nil, nil, name)
@@ -61,27 +61,31 @@ func (e *Executor) Prepare(ctx context.Context, a *skiffpb.Assignment) error {
 	return nil
 }
 
-// ensureImage pulls ref unless the engine already has it. Tasks pin what
-// they run by tag, and nodes without registry access must still run local
-// images, so a present image is never refreshed.
-func (e *Executor) ensureImage(ctx context.Context, ref string) error {
-	_, err := e.client.ImageInspect(ctx, ref)
+// ensureImage pulls ref unless the engine already has it, and returns the
+// image's configuration. Tasks pin what they run by tag, and nodes without
+// registry access must still run local images, so a present image is never
+// refreshed.
+func (e *Executor) ensureImage(ctx context.Context, ref string) (image.InspectResponse, error) {
+	img, err := e.client.ImageInspect(ctx, ref)
 	if err == nil {
-		return nil
+		return img, nil
 	}
 	if !cerrdefs.IsNotFound(err) {
-		return fmt.Errorf("inspect image %s: %w", ref, err)
+		return img, fmt.Errorf("inspect image %s: %w", ref, err)
 	}
 	e.log.Info("pulling image", "image", ref)
 	rc, err := e.client.ImagePull(ctx, ref, image.PullOptions{})
 	if err != nil {
-		return fmt.Errorf("pull image %s: %w", ref, err)
+		return img, fmt.Errorf("pull image %s: %w", ref, err)
 	}
 	defer rc.Close()
 	if err := drainPull(rc); err != nil {
-		return fmt.Errorf("pull image %s: %w", ref, err)
+		return img, fmt.Errorf("pull image %s: %w", ref, err)
 	}
-	return nil
+	if img, err = e.client.ImageInspect(ctx, ref); err != nil {
+		return img, fmt.Errorf("inspect pulled image %s: %w", ref, err)
+	}
+	return img, nil
 }
 
 // drainPull reads a pull's progress stream to its end. The engine answers

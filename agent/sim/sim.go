@@ -188,3 +188,17 @@ func (e *Executor) Logs(ctx context.Context, taskID string, follow bool, tail in
 	}
 	return nil
 }
+
+// RunningCount returns how many tasks' containers run, without listing
+// them; scale benchmarks poll it across thousands of engines.
+func (e *Executor) RunningCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, st := range e.containers {
+		if st.GetState() == skiffpb.TaskState_TASK_STATE_RUNNING {
+			n++
+		}
+	}
+	return n
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/skiffhq/skiff/agent"
 	"github.com/skiffhq/skiff/agent/docker"
+	"github.com/skiffhq/skiff/agent/netinit"
 	"github.com/skiffhq/skiff/internal/envflag"
 	"github.com/skiffhq/skiff/internal/logging"
 	"github.com/skiffhq/skiff/overlay/host"
@@ -23,6 +24,11 @@ import (
 )
 
 func main() {
+	// The same binary is the network init of task containers (see package
+	// netinit), mounted into them; it must not start an agent there.
+	if netinit.IsInit() {
+		os.Exit(netinit.Main())
+	}
 	if err := newCommand().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "skiff-agent:", err)
 		os.Exit(1)
@@ -75,7 +81,11 @@ func newCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("set up the overlay network: %w", err)
 			}
-			exec.Network = ov
+			self, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("find the agent's own executable, the network init of task containers: %w", err)
+			}
+			exec.Network, exec.InitPath = ov, self
 			cfg.Overlay = ov
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()

@@ -8,8 +8,9 @@
 //  1. the leader allocated the task an address, and this host an address in
 //     the task's network; the host builds the network's bridge and VXLAN
 //     device and starts the network's DNS server on its own address;
-//  2. the Docker executor starts the task's sandbox and calls Plumb, which
-//     moves a veth with the task's address into it;
+//  2. the Docker executor starts the task's container, whose network init
+//     waits, and calls Plumb, which moves a veth with the task's address
+//     into the container's namespace; the init then runs the program;
 //  3. when the task runs, its endpoint is published by gossip; every host
 //     in the network programs a neighbour entry for it, its DNS answers its
 //     name, and the mesh on every host sends published-port traffic to it;
@@ -97,7 +98,7 @@ type network struct {
 	attached bool
 }
 
-// task is a task whose sandbox this host plumbed or adopted.
+// task is a task whose container this host plumbed or adopted.
 type task struct {
 	a         *skiffpb.Assignment
 	published bool
@@ -306,8 +307,8 @@ func (h *Host) gcNetworkLocked(id string) {
 	h.logger.Info("network removed", "network", nw.net.GetSpec().GetName())
 }
 
-// Plumb connects a task's sandbox to its networks; the Docker executor
-// calls it before the task's container exists.
+// Plumb connects a task's container to its networks; the Docker executor
+// calls it after starting the container and before its program runs.
 func (h *Host) Plumb(ctx context.Context, a *skiffpb.Assignment, nsPath string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -348,7 +349,7 @@ func (h *Host) Plumb(ctx context.Context, a *skiffpb.Assignment, nsPath string) 
 	return nil
 }
 
-// Unplumb disconnects a task's sandbox and forgets the task.
+// Unplumb disconnects a task's container and forgets the task.
 func (h *Host) Unplumb(ctx context.Context, taskID string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -397,7 +398,7 @@ func (h *Host) TaskStatus(a *skiffpb.Assignment, st *skiffpb.TaskStatus) {
 	}
 	t := h.tasks[id]
 	if t == nil {
-		// A task adopted after an agent restart: its sandbox is plumbed
+		// A task adopted after an agent restart: its container is plumbed
 		// already. Only a running task is adopted, so that a late report
 		// of a stopped task cannot bring back one that was unplumbed.
 		t = &task{a: a}

@@ -1,0 +1,111 @@
+package docker
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
+
+	"github.com/skiffhq/skiff/agent/netinit"
+	skiffpb "github.com/skiffhq/skiff/proto"
+)
+
+// Network connects task containers to the overlay. The agent implements it.
+// The executor starts a networked task's container with the network init
+// (package netinit) in front of its program, then calls Plumb with the
+// container's network namespace; the init runs the program once the
+// interfaces Plumb made are up. This is the CNI hand-over: the executor owns
+// containers, the Network owns links and addresses.
+type Network interface {
+	// Plumb connects the network namespace at nsPath to every network of
+	// the task, as eth0, eth1, … in the order of the task's networks. It
+	// must be idempotent.
+	Plumb(ctx context.Context, a *skiffpb.Assignment, nsPath string) error
+	// Unplumb disconnects the task; it must be idempotent.
+	Unplumb(ctx context.Context, taskID string) error
+	// Nameservers returns the DNS servers the task's container uses: this
+	// host's embedded DNS in the task's networks.
+	Nameservers(a *skiffpb.Assignment) []string
+}
+
+// networked reports whether a task joins overlay networks through the
+// executor's Network.
+func (e *Executor) networked(a *skiffpb.Assignment) bool {
+	return e.Network != nil && len(a.GetTask().GetNetworks()) > 0
+}
+
+// withInit puts the network init in front of the program the container
+// would run, which it works out as the engine would from the task's spec
+// and the image's config, and adds the task's resolvers.
+func (e *Executor) withInit(cfg *container.Config, host *container.HostConfig, img image.InspectResponse, a *skiffpb.Assignment) error {
+	if e.InitPath == "" {
+		return fmt.Errorf("task %s has networks but the executor has no network init (InitPath)", a.GetTask().GetId())
+	}
+	argv := program(cfg.Entrypoint, cfg.Cmd, img)
+	if len(argv) == 0 {
+		return fmt.Errorf("task %s: image %s has no entrypoint or command, and the service sets none", a.GetTask().GetId(), cfg.Image)
+	}
+	cfg.Entrypoint = netinit.Args(len(a.GetTask().GetNetworks()), argv)
+	cfg.Cmd = nil
+	host.Binds = append(host.Binds, e.InitPath+":"+netinit.Path+":ro")
+	host.DNS = append(e.Network.Nameservers(a), host.DNS...)
+	return nil
+}
+
+// program is the argv a container runs: the service's entrypoint and
+// command where set, the image's otherwise. As with the engine, setting an
+// entrypoint drops the image's command.
+func program(entrypoint, cmd []string, img image.InspectResponse) []string {
+	var imgEntrypoint, imgCmd []string
+	if img.Config != nil {
+		imgEntrypoint, imgCmd = img.Config.Entrypoint, img.Config.Cmd
+	}
+	if len(entrypoint) > 0 {
+		return append(append([]string{}, entrypoint...), cmd...)
+	}
+	if len(cmd) == 0 {
+		cmd = imgCmd
+	}
+	return append(append([]string{}, imgEntrypoint...), cmd...)
+}
+
+// plumb connects a started container's namespace to the task's networks.
+func (e *Executor) plumb(ctx context.Context, containerID string, a *skiffpb.Assignment) error {
+	info, err := e.client.ContainerInspect(ctx, containerID)
+	if err != nil {
+		return fmt.Errorf("inspect container %s: %w", containerID, err)
+	}
+	if info.State == nil || info.State.Pid == 0 {
+		return fmt.Errorf("container %s has no process to plumb", containerID)
+	}
+	nsPath := "/proc/" + strconv.Itoa(info.State.Pid) + "/ns/net"
+	if err := e.Network.Plumb(ctx, a, nsPath); err != nil {
+		return fmt.Errorf("plumb network of task %s: %w", a.GetTask().GetId(), err)
+	}
+	return nil
+}
+
+// remember keeps a networked task's assignment from Prepare for Start,
+// which plumbs it; forget drops it.
+func (e *Executor) remember(a *skiffpb.Assignment) {
+	e.pendingMu.Lock()
+	defer e.pendingMu.Unlock()
+	if e.pending == nil {
+		e.pending = map[string]*skiffpb.Assignment{}
+	}
+	e.pending[a.GetTask().GetId()] = a
+}
+
+func (e *Executor) recall(taskID string) *skiffpb.Assignment {
+	e.pendingMu.Lock()
+	defer e.pendingMu.Unlock()
+	return e.pending[taskID]
+}
+
+func (e *Executor) forget(taskID string) {
+	e.pendingMu.Lock()
+	defer e.pendingMu.Unlock()
+	delete(e.pending, taskID)
+}
