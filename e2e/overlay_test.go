@@ -156,18 +156,19 @@ func (c *cluster) containerOf(host, service string) string {
 }
 
 // lookupFromService resolves name the way a task of service on host does:
-// from its network namespace, with its resolver.
+// from its network namespace, with its resolver (a container that joins
+// another's network shares its resolv.conf).
 func (c *cluster) lookupFromService(host, service, name string) string {
 	c.t.Helper()
 	var ip string
 	c.eventually(30*time.Second, func() error {
-		sandboxes, err := c.docker(host, "ps", "--filter", "name="+service+".", "--filter", "label=skiff.sandbox", "-q")
+		tasks, err := c.docker(host, "ps", "--filter", "label=skiff.service="+service, "-q")
 		if err != nil {
 			return err
 		}
-		ids := lines(sandboxes)
+		ids := lines(tasks)
 		if len(ids) == 0 {
-			return fmt.Errorf("no sandbox of %s on %s", service, host)
+			return fmt.Errorf("no container of %s on %s", service, host)
 		}
 		out, err := c.docker(host, "run", "--rm", "--network", "container:"+ids[0], "skiff-test/probe:latest", "lookup", name)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -39,6 +40,10 @@ type Meta struct {
 	Addr string `json:"addr"`
 	// APIAddr is where a manager serves gRPC (host:port); empty for agents.
 	APIAddr string `json:"api,omitempty"`
+	// Leaving is set just before a member leaves gracefully, so that the
+	// others can tell a restart from a death (memberlist reports both the
+	// same way).
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // Member is a live member of the pool.
@@ -55,8 +60,11 @@ type EventKind int
 // The kinds of membership events.
 const (
 	MemberJoined EventKind = iota
+	// MemberLeft: the member left gracefully (its process is stopping).
 	MemberLeft
 	MemberUpdated
+	// MemberFailed: the failure detector declared the member dead.
+	MemberFailed
 )
 
 // Event is one membership change.
@@ -88,6 +96,9 @@ type Pool struct {
 	ml     *memberlist.Memberlist
 	cfg    Config
 	logger *slog.Logger
+	// meta is the encoded Meta memberlist advertises; it changes once, to
+	// mark the member as leaving.
+	meta atomic.Value
 }
 
 // memberName is the memberlist name of a member: its node name and role, since a
@@ -109,6 +120,7 @@ func Start(ctx context.Context, cfg Config) (*Pool, error) {
 		return nil, fmt.Errorf("gossip metadata is %d bytes, over memberlist's %d", len(meta), memberlist.MetaMaxSize)
 	}
 	p := &Pool{cfg: cfg, logger: logger}
+	p.meta.Store(meta)
 
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Meta.memberName()
@@ -127,7 +139,7 @@ func Start(ctx context.Context, cfg Config) (*Pool, error) {
 	// cluster is a few kilobytes, and it bounds how long a lost update can
 	// leave a host's view of the overlay wrong.
 	mc.PushPullInterval = 5 * time.Second
-	mc.Delegate = &metaDelegate{meta: meta, user: cfg.Delegate}
+	mc.Delegate = &metaDelegate{meta: &p.meta, user: cfg.Delegate}
 	mc.Events = &eventDelegate{p: p}
 	mc.Logger = slog.NewLogLogger(logger.With("component", "memberlist").Handler(), slog.LevelDebug)
 
@@ -249,10 +261,18 @@ func (p *Pool) SendToAgents(msg []byte) {
 func (p *Pool) Memberlist() *memberlist.Memberlist { return p.ml }
 
 // Shutdown leaves the pool gracefully (so others need not wait for the
-// failure detector) and stops gossiping.
+// failure detector) and stops gossiping. It first marks the member as
+// leaving, so the others know it was not a failure.
 func (p *Pool) Shutdown(timeout time.Duration) error {
+	meta := p.cfg.Meta
+	meta.Leaving = true
+	var markErr error
+	if b, err := json.Marshal(meta); err == nil {
+		p.meta.Store(b)
+		markErr = p.ml.UpdateNode(timeout / 2)
+	}
 	leaveErr := p.ml.Leave(timeout)
-	return errors.Join(leaveErr, p.ml.Shutdown())
+	return errors.Join(markErr, leaveErr, p.ml.Shutdown())
 }
 
 func decode(n *memberlist.Node) (Member, bool) {
@@ -266,11 +286,11 @@ func decode(n *memberlist.Node) (Member, bool) {
 // metaDelegate advertises the member's metadata and passes user data on to
 // the configured delegate.
 type metaDelegate struct {
-	meta []byte
+	meta *atomic.Value // []byte
 	user memberlist.Delegate
 }
 
-func (d *metaDelegate) NodeMeta(limit int) []byte { return d.meta }
+func (d *metaDelegate) NodeMeta(limit int) []byte { return d.meta.Load().([]byte) }
 
 func (d *metaDelegate) NotifyMsg(b []byte) {
 	if d.user != nil {
@@ -314,5 +334,14 @@ func (e *eventDelegate) notify(kind EventKind, n *memberlist.Node, alive bool) {
 }
 
 func (e *eventDelegate) NotifyJoin(n *memberlist.Node)   { e.notify(MemberJoined, n, true) }
-func (e *eventDelegate) NotifyLeave(n *memberlist.Node)  { e.notify(MemberLeft, n, false) }
+// NotifyLeave tells a graceful leave from a death by the Leaving mark the
+// member gossiped before it left: a restarting agent leaves, and must not
+// have its node judged down for it.
+func (e *eventDelegate) NotifyLeave(n *memberlist.Node) {
+	kind := MemberFailed
+	if m, ok := decode(n); ok && m.Leaving {
+		kind = MemberLeft
+	}
+	e.notify(kind, n, false)
+}
 func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) { e.notify(MemberUpdated, n, true) }

@@ -22,7 +22,7 @@ func (t *Table) HandleEvent(ev gossip.Event) {
 	switch ev.Kind {
 	case gossip.MemberJoined, gossip.MemberUpdated:
 		t.NodeJoined(ev.Member.Name)
-	case gossip.MemberLeft:
+	case gossip.MemberLeft, gossip.MemberFailed:
 		t.NodeLeft(ev.Member.Name)
 	}
 }
