@@ -12,7 +12,7 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 TOOLS := $(CURDIR)/bin/tools
 
-.PHONY: all deps build images generate test test-unit test-e2e bench lint clean demo
+.PHONY: all deps build images generate test test-unit test-e2e bench bench-scale lint clean demo
 
 all: build
 
@@ -51,6 +51,12 @@ test-e2e: build images
 
 bench: deps build images
 	bench/run
+
+# The scale benchmark without Docker: three managers and thousands of
+# simulated agents (bin/skiff-sim) on this machine, 100,000 and then
+# 1,000,000 tasks. It takes minutes, every CPU and several GiB of memory.
+bench-scale: build
+	bench/run scale
 
 # The tutorial on a 3-host testbed: prints the URL to curl.
 demo: deps build images

@@ -326,10 +326,20 @@ func (a *Agent) serveMetrics(addr string) (*http.Server, error) {
 	return s, nil
 }
 
-// dial opens a client connection to a manager.
+// maxAssignmentsMessage bounds the size of a message from the leader. The
+// full assignment set of a node is one message, about 400 bytes per task
+// with its spec, so gRPC's default of 4 MiB would cut off a node with ten
+// thousand tasks.
+const maxAssignmentsMessage = 256 << 20
+
+// dial opens a client connection to a manager. The session's own
+// heartbeats notice a dead leader within three periods; keepalives are only
+// a fallback for a connection whose session has not started (gRPC allows
+// clients no shorter interval than 10 s anyway).
 func dial(addr string) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 2 * time.Second, Timeout: 2 * time.Second, PermitWithoutStream: true}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxAssignmentsMessage)),
 	)
 }

@@ -28,6 +28,14 @@ const missedAcks = 3
 // statusBatchMax bounds the task statuses one message carries.
 const statusBatchMax = 1024
 
+// statusLinger is how long the first of a burst of status changes waits for
+// the rest before they are sent together. A task passes through PREPARING
+// and STARTING to RUNNING in a few milliseconds when its image is present,
+// and an assignment of many tasks starts them all at once: without the
+// wait each change is a message of its own, and on a leader with
+// thousands of agents the messages, not the changes, are the cost.
+const statusLinger = 20 * time.Millisecond
+
 // session runs one session with the manager at addr until it ends.
 func (a *Agent) session(ctx context.Context, addr string) error {
 	conn, err := dial(addr)
@@ -91,7 +99,8 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	if period <= 0 {
 		period = time.Second
 	}
-	s := &agentSession{a: a, stream: stream, logClient: client, period: period, nodeID: acc.GetNodeId()}
+	s := &agentSession{a: a, stream: stream, logClient: client, nodeID: acc.GetNodeId()}
+	s.period.Store(int64(period))
 	s.lastAck.Store(time.Now().UnixNano())
 
 	// The leader may have missed reports while there was no session, or
@@ -117,17 +126,27 @@ type agentSession struct {
 		Recv() (*skiffpb.ManagerMessage, error)
 	}
 	logClient skiffpb.DispatcherClient
-	period    time.Duration
-	nodeID    string
-	sendMu    sync.Mutex
-	lastAck   atomic.Int64 // Unix nanoseconds of the last message from the leader
-	logs      sync.Map     // subscription ID → cancel func
+	// period is the heartbeat period the leader asked for, in nanoseconds:
+	// first in SessionAccepted, then in every acknowledgement, since a
+	// leader with many nodes stretches it.
+	period  atomic.Int64
+	nodeID  string
+	sendMu  sync.Mutex
+	lastAck atomic.Int64 // Unix nanoseconds of the last message from the leader
+	// lastSent is when the last message went to the leader, in Unix
+	// nanoseconds.
+	lastSent atomic.Int64
+	logs     sync.Map // subscription ID → cancel func
 }
 
 func (s *agentSession) sendMsg(m *skiffpb.AgentMessage) error {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
-	return s.stream.Send(m)
+	if err := s.stream.Send(m); err != nil {
+		return err
+	}
+	s.lastSent.Store(time.Now().UnixNano())
+	return nil
 }
 
 func (s *agentSession) sendStatuses(us []*skiffpb.TaskStatusUpdate) error {
@@ -151,6 +170,10 @@ func (s *agentSession) receive(ctx context.Context) error {
 		}
 		s.lastAck.Store(time.Now().UnixNano())
 		switch msg := m.GetMsg().(type) {
+		case *skiffpb.ManagerMessage_HeartbeatAck:
+			if p := msg.HeartbeatAck.GetHeartbeatPeriod(); p > 0 {
+				s.period.Store(p)
+			}
 		case *skiffpb.ManagerMessage_Assignments:
 			if s.a.cfg.Overlay != nil {
 				s.a.cfg.Overlay.Assigned(msg.Assignments)
@@ -164,7 +187,8 @@ func (s *agentSession) receive(ctx context.Context) error {
 
 // send heartbeats and delivers task statuses as they change.
 func (s *agentSession) send(ctx context.Context) error {
-	tick := time.NewTicker(s.period)
+	period := time.Duration(s.period.Load())
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	q := s.a.worker.reports
 	for {
@@ -172,13 +196,32 @@ func (s *agentSession) send(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
-			if since := time.Since(time.Unix(0, s.lastAck.Load())); since > missedAcks*s.period {
-				return fmt.Errorf("no word from the leader for %s", since.Round(time.Millisecond))
+			if p := time.Duration(s.period.Load()); p != period {
+				period = p
+				tick.Reset(period)
+			}
+			heard := time.Since(time.Unix(0, s.lastAck.Load()))
+			if heard > missedAcks*period {
+				return fmt.Errorf("no word from the leader for %s", heard.Round(time.Millisecond))
+			}
+			// Any message is proof of life, both ways: while statuses go
+			// up and assignments come down within a period, a heartbeat
+			// and its acknowledgement would only add two messages per
+			// period per agent to a leader busy with a rollout.
+			if heard < period && time.Since(time.Unix(0, s.lastSent.Load())) < period {
+				continue
 			}
 			if err := s.sendMsg(&skiffpb.AgentMessage{Msg: &skiffpb.AgentMessage_Heartbeat{Heartbeat: &skiffpb.Heartbeat{}}}); err != nil {
 				return err
 			}
 		case <-q.notify:
+			linger := time.NewTimer(statusLinger)
+			select {
+			case <-ctx.Done():
+				linger.Stop()
+				return ctx.Err()
+			case <-linger.C:
+			}
 			for {
 				batch := q.take(statusBatchMax)
 				if len(batch) == 0 {

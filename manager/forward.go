@@ -52,7 +52,11 @@ func (f *forwarder) conn() (*grpc.ClientConn, error) {
 	if c, ok := f.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// A forwarded reply is passed on whole, and a listing of a big
+		// cluster's tasks is far beyond gRPC's default 4 MiB: the limit is
+		// for the client that asked, not for this relay.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxForwardedMessage)))
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "connect to leader %s: %v", addr, err)
 	}
@@ -68,6 +72,10 @@ func (f *forwarder) close() {
 		delete(f.conns, addr)
 	}
 }
+
+// maxForwardedMessage bounds a reply the forwarder relays: a million tasks
+// listed take about 250 MiB.
+const maxForwardedMessage = 1 << 30
 
 // forwardedHeader marks a forwarded call, so that two managers that each
 // think the other leads (briefly, during an election) cannot bounce a call

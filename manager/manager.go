@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -52,6 +53,10 @@ type Config struct {
 	// SubnetSize is the prefix length of each overlay network's subnet.
 	SubnetSize  int
 	MetricsAddr string
+	// PprofAddr, when set, is where the manager serves Go's profiler
+	// (/debug/pprof/), on a listener of its own so that it is never exposed
+	// by accident along with the metrics.
+	PprofAddr string
 	// HeartbeatPeriod and DownGrace tune node failure detection.
 	HeartbeatPeriod time.Duration
 	DownGrace       time.Duration
@@ -194,8 +199,12 @@ func Run(ctx context.Context, cfg Config) error {
 		grpc.ChainUnaryInterceptor(fwd.unary),
 		grpc.ChainStreamInterceptor(fwd.stream),
 		// Agents' sessions are long-lived; keepalives notice a dead peer
-		// whose TCP connection never closed (a host that lost power).
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Second, Timeout: 2 * time.Second}),
+		// whose TCP connection never closed (a host that lost power), so
+		// its stream and goroutines are freed. They are only the fallback:
+		// the dispatcher judges a node by its heartbeats, and a ping after
+		// every 2 s of quiet would cost 10,000 agents, whose heartbeats are
+		// stretched to 5 s, thousands of frames a second.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 20 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
 	)
 	skiffpb.RegisterControlServer(srv, m.control)
@@ -217,6 +226,14 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 		defer ms.Close()
+	}
+	if cfg.PprofAddr != "" {
+		ps, err := servePprof(cfg.PprofAddr)
+		if err != nil {
+			srv.Stop()
+			return err
+		}
+		defer ps.Close()
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -442,15 +459,17 @@ func (m *Manager) managerReachable(name string) bool {
 // onGossip follows membership: managers' liveness for MANAGER STATUS, and
 // agents' deaths to hasten marking their nodes down.
 func (m *Manager) onGossip(ev gossip.Event) {
-	alive := ev.Kind != gossip.MemberLeft
+	alive := ev.Kind == gossip.MemberJoined || ev.Kind == gossip.MemberUpdated
 	switch ev.Member.Role {
 	case gossip.RoleManager:
 		m.membersMu.Lock()
 		m.managersAlive[ev.Member.Name] = alive
 		m.membersMu.Unlock()
 	case gossip.RoleAgent:
-		if m.dispatch != nil && m.raft.IsLeader() {
-			m.dispatch.NodeHeard(ev.Member.Name, alive)
+		// Only a death hastens the verdict: an agent that left gracefully
+		// is restarting, and its node keeps its heartbeat grace.
+		if ev.Kind == gossip.MemberFailed && m.dispatch != nil && m.raft.IsLeader() {
+			m.dispatch.NodeHeard(ev.Member.Name, false)
 		}
 	}
 }
@@ -483,6 +502,23 @@ func (mt *metrics) serve(addr string) (*http.Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(mt.registry, promhttp.HandlerOpts{}))
+	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go s.Serve(lis)
+	return s, nil
+}
+
+// servePprof serves Go's profiler on addr.
+func servePprof(addr string) (*http.Server, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for pprof on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go s.Serve(lis)
 	return s, nil

@@ -69,6 +69,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.DefaultAddrPool, "default-addr-pool", "10.0.0.0/8", "CIDR that overlay network subnets are drawn from")
 	f.IntVar(&cfg.SubnetSize, "default-addr-pool-mask-length", 24, "prefix length of each overlay network's subnet")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "IP:PORT to serve Prometheus metrics on (off when empty)")
+	f.StringVar(&cfg.PprofAddr, "pprof-addr", "", "IP:PORT to serve Go's profiler (/debug/pprof/) on, for performance work (off when empty)")
 	f.DurationVar(&cfg.HeartbeatPeriod, "heartbeat-period", 0, "how often agents heartbeat (default 500ms)")
 	f.DurationVar(&cfg.DownGrace, "node-down-grace", 0, "how long a node may miss heartbeats before it is Down (default 4 heartbeats)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")

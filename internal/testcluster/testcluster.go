@@ -29,7 +29,6 @@ import (
 
 // Manager is one manager of an in-process cluster: real Raft on disk in
 // a temp dir, real gossip and gRPC on loopback.
-// Manager is one manager of an in-process cluster.
 type Manager struct {
 	Config manager.Config
 	cancel context.CancelFunc
@@ -44,7 +43,7 @@ func (m *Manager) Running() bool { return m.cancel != nil }
 
 // Cluster is a set of managers and simulated agents.
 type Cluster struct {
-	t        *testing.T
+	t        testing.TB
 	Managers []*Manager
 	agents   map[string]*simAgent
 }
@@ -55,7 +54,7 @@ type simAgent struct {
 	done   chan error
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -65,15 +64,16 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("SKIFF_TEST_LOGS") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
 	}
 	return slog.New(slog.DiscardHandler)
 }
 
-// New starts n managers: the first bootstraps, the rest join it.
-func New(t *testing.T, n int) *Cluster {
+// New starts n managers: the first bootstraps, the rest join it. The
+// cluster stops when the test or benchmark ends, or at Close.
+func New(t testing.TB, n int) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, agents: map[string]*simAgent{}}
 	dir := t.TempDir()
@@ -108,7 +108,7 @@ func New(t *testing.T, n int) *Cluster {
 		}
 		return nil
 	})
-	t.Cleanup(c.stopAll)
+	t.Cleanup(c.Close)
 	return c
 }
 
@@ -133,10 +133,13 @@ func (c *Cluster) Stop(m *Manager) {
 	m.cancel = nil
 }
 
-func (c *Cluster) stopAll() {
-	for _, a := range c.agents {
+// Close stops every agent and manager; a benchmark that starts a cluster
+// per iteration closes each before the next. Closing twice is harmless.
+func (c *Cluster) Close() {
+	for name, a := range c.agents {
 		a.cancel()
 		<-a.done
+		delete(c.agents, name)
 	}
 	for _, m := range c.Managers {
 		c.Stop(m)

@@ -23,12 +23,13 @@ func (s *Server) ClusterInfo(ctx context.Context, _ *skiffpb.ClusterInfoRequest)
 		resp.RaftIndex = tx.Index()
 		resp.Services = uint64(len(tx.Services()))
 		resp.Tasks = uint64(tx.CountTasks())
-		for _, n := range tx.Nodes() {
+		tx.EachNode(func(n *skiffpb.Node) bool {
 			resp.Nodes++
 			if n.GetStatus().GetState() == skiffpb.NodeState_NODE_STATE_READY {
 				resp.ReadyNodes++
 			}
-		}
+			return true
+		})
 		for _, srv := range servers {
 			mi := &skiffpb.ManagerInfo{Name: srv.ID, RaftAddr: srv.Address, Leader: srv.ID == leaderID, Suffrage: "nonvoter"}
 			if srv.Voter {

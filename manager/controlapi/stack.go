@@ -168,9 +168,10 @@ func (s *Server) serviceActions(tx state.ReadTx, spec *skiffpb.StackSpec, prune 
 // ran. History is bounded per slot, so the kept specs are too.
 func (s *Server) withNewSpec(tx state.ReadTx, sv *skiffpb.Service, spec *skiffpb.ServiceSpec) *skiffpb.Service {
 	live := map[uint64]bool{}
-	for _, t := range tx.TasksByService(sv.GetId()) {
+	tx.EachTaskOfService(sv.GetId(), func(t *skiffpb.Task) bool {
 		live[t.GetSpecVersion()] = true
-	}
+		return true
+	})
 	var prev []*skiffpb.VersionedSpec
 	for _, v := range sv.GetPreviousSpecs() {
 		if live[v.GetVersion()] {

@@ -3,9 +3,6 @@ package dispatcher
 import (
 	"context"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/skiffhq/skiff/manager/state"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
@@ -29,68 +26,141 @@ type sentTask struct {
 }
 
 // streamAssignments sends the node's full task set, then the changes to it,
-// until ctx ends.
+// until ctx ends. The changes come from the dispatcher's hub, which watches
+// the store once for every session.
 func (d *Dispatcher) streamAssignments(ctx context.Context, s *session) error {
+	// Subscribe before reading the view: a change applied in between shows
+	// in both, and is dropped from the feed by its index.
+	f := d.hub.subscribe(s.nodeID)
+	defer d.hub.unsubscribe(f)
 	sent := map[string]sentTask{}
 	full := &skiffpb.Assignments{Full: true}
 	var attachments []*skiffpb.NetworkAttachment
-	ch, cancel := d.store.ViewAndWatch(func(tx state.ReadTx) {
+	var seen uint64
+	if err := d.startBuilding(ctx); err != nil {
+		return err
+	}
+	d.store.View(func(tx state.ReadTx) {
+		seen = tx.Index()
 		attachments = tx.Node(s.nodeID).GetAttachments()
 		full.NodeAttachments = attachments
 		full.NodeNetworks = networksOf(tx, attachments)
-		for _, t := range tx.TasksByNode(s.nodeID) {
+		tx.EachTaskOfNode(s.nodeID, func(t *skiffpb.Task) bool {
 			if assigned(t) {
 				full.Updated = append(full.Updated, assignment(tx, t))
 				sent[t.GetId()] = sentTask{desired: t.GetDesiredState()}
 			}
-		}
+			return true
+		})
 	})
-	defer cancel()
+	d.doneBuilding()
 	if err := s.send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_Assignments{Assignments: full}}); err != nil {
 		return err
 	}
 	for {
-		var batches []state.Batch
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case b, ok := <-ch:
-			if !ok {
-				return status.Error(codes.Unavailable, "assignment stream fell behind; reconnect")
-			}
-			batches = append(batches, b)
+		case <-f.notify:
 		}
-		// Coalesce whatever else is already queued into one message.
-	drain:
-		for {
-			select {
-			case b, ok := <-ch:
-				if !ok {
-					return status.Error(codes.Unavailable, "assignment stream fell behind; reconnect")
-				}
-				batches = append(batches, b)
-			default:
-				break drain
-			}
+		if err := d.startBuilding(ctx); err != nil {
+			return err
 		}
-		msg := d.changes(s.nodeID, sent, batches)
-		if latest := nodeAttachments(s.nodeID, batches); latest != nil && !sameAttachments(latest, attachments) {
-			attachments = latest
-			if msg == nil {
-				msg = &skiffpb.Assignments{}
-			}
-		}
+		var msg *skiffpb.Assignments
+		msg, attachments = d.nextAssignments(s.nodeID, f, sent, attachments, &seen)
+		d.doneBuilding()
 		if msg == nil {
 			continue
 		}
-		// Every message carries the node's whole set of networks: an empty
-		// list must read as "none", which an absent one could not.
-		msg.NodeAttachments = attachments
-		d.store.View(func(tx state.ReadTx) { msg.NodeNetworks = networksOf(tx, attachments) })
 		if err := s.send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_Assignments{Assignments: msg}}); err != nil {
 			return err
 		}
 	}
+}
+
+// startBuilding waits for a turn to build an assignments message, and
+// doneBuilding ends it. A commit of thousands of placements wakes thousands
+// of sessions at once; were they all to run, the leader's run queue would
+// hold thousands of goroutines, and Raft's heartbeats, queued behind them,
+// would be late enough for the followers to start an election. A few turns
+// per CPU keep the CPUs busy and the queue short.
+func (d *Dispatcher) startBuilding(ctx context.Context) error {
+	select {
+	case d.building <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (d *Dispatcher) doneBuilding() { <-d.building }
+
+// nextAssignments turns what the feed collected into the message to send,
+// or nil when nothing concerns the agent, and returns the node's addresses
+// as of the message. seen is the store index the session is up to date
+// with; a resync moves it.
+func (d *Dispatcher) nextAssignments(nodeID string, f *feed, sent map[string]sentTask, attachments []*skiffpb.NetworkAttachment, seen *uint64) (*skiffpb.Assignments, []*skiffpb.NetworkAttachment) {
+	tasks, node, resync := f.take(*seen)
+	var batch state.Batch
+	if resync {
+		batch, *seen = d.resyncBatch(nodeID, sent)
+	} else {
+		batch = feedBatch(tasks, node)
+	}
+	batches := []state.Batch{batch}
+	msg := d.changes(nodeID, sent, batches)
+	if latest := nodeAttachments(nodeID, batches); latest != nil && !sameAttachments(latest, attachments) {
+		attachments = latest
+		if msg == nil {
+			msg = &skiffpb.Assignments{}
+		}
+	}
+	if msg == nil {
+		return nil, attachments
+	}
+	// Every message carries the node's whole set of networks: an empty
+	// list must read as "none", which an absent one could not.
+	msg.NodeAttachments = attachments
+	d.store.View(func(tx state.ReadTx) { msg.NodeNetworks = networksOf(tx, attachments) })
+	return msg, attachments
+}
+
+// feedBatch turns what a feed collected into one batch of events, the form
+// changes and nodeAttachments read.
+func feedBatch(tasks []taskChange, node *skiffpb.Node) state.Batch {
+	var b state.Batch
+	for _, c := range tasks {
+		b.Events = append(b.Events, state.Event{Object: c.task, Deleted: c.deleted})
+		b.Index = max(b.Index, c.index)
+	}
+	if node != nil {
+		b.Events = append(b.Events, state.Event{Object: node})
+	}
+	return b
+}
+
+// resyncBatch describes the node's tasks as they are now, as events, after
+// the hub lost track of changes: every task of the node as an update, and
+// every task the agent was sent that is gone as a delete. It returns the
+// index the batch reflects.
+func (d *Dispatcher) resyncBatch(nodeID string, sent map[string]sentTask) (state.Batch, uint64) {
+	var b state.Batch
+	d.store.View(func(tx state.ReadTx) {
+		b.Index = tx.Index()
+		tx.EachTaskOfNode(nodeID, func(t *skiffpb.Task) bool {
+			b.Events = append(b.Events, state.Event{Object: t})
+			return true
+		})
+		for id := range sent {
+			if t := tx.Task(id); t == nil || t.GetNodeId() != nodeID {
+				b.Events = append(b.Events, state.Event{Object: &skiffpb.Task{Id: id, NodeId: nodeID}, Deleted: true})
+			}
+		}
+		if n := tx.Node(nodeID); n != nil {
+			b.Events = append(b.Events, state.Event{Object: n})
+		}
+	})
+	return b, b.Index
 }
 
 // changes turns store events into the node's assignment changes, or nil

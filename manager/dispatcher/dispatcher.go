@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"time"
 
@@ -48,7 +49,12 @@ type Config struct {
 	// a node may stay silent before it is marked Down.
 	HeartbeatPeriod time.Duration
 	DownGrace       time.Duration
-	Logger          *slog.Logger
+	// MaxHeartbeatRate bounds the heartbeats per second the leader asks
+	// for: with more sessions than HeartbeatPeriod allows at that rate, the
+	// period (and the grace with it) is stretched. Zero means 2,000/s,
+	// which keeps the 500 ms default up to 1,000 nodes.
+	MaxHeartbeatRate float64
+	Logger           *slog.Logger
 }
 
 // Dispatcher implements skiffpb.DispatcherServer.
@@ -65,8 +71,20 @@ type Dispatcher struct {
 	sessions map[string]*session // by node ID
 	lastSeen map[string]time.Time
 	statusQ  chan *skiffpb.TaskStatusUpdate
+	// period is the heartbeat period agents are asked for this term; it
+	// only grows within a term (see heartbeatPeriodLocked).
+	period time.Duration
+	// nodesAtStart is how many nodes the store held when the term began:
+	// they will all reconnect, so the period is stretched for them from the
+	// start, not only as their sessions come back.
+	nodesAtStart int
 
 	logs *logBroker
+	// hub routes the store's changes to the sessions' feeds.
+	hub *hub
+	// building holds a token for each session building an assignments
+	// message (see streamAssignments).
+	building chan struct{}
 }
 
 // New returns a Dispatcher that accepts sessions once Run is called.
@@ -80,6 +98,9 @@ func New(cfg Config) *Dispatcher {
 	if cfg.DownGrace == 0 {
 		cfg.DownGrace = 4 * cfg.HeartbeatPeriod
 	}
+	if cfg.MaxHeartbeatRate <= 0 {
+		cfg.MaxHeartbeatRate = 2000
+	}
 	if cfg.IsManager == nil {
 		cfg.IsManager = func(string) bool { return false }
 	}
@@ -92,6 +113,8 @@ func New(cfg Config) *Dispatcher {
 		lastSeen: map[string]time.Time{},
 	}
 	d.logs = newLogBroker(d)
+	d.hub = newHub(cfg.Store)
+	d.building = make(chan struct{}, max(4, 4*runtime.GOMAXPROCS(0)))
 	return d
 }
 
@@ -100,18 +123,26 @@ func New(cfg Config) *Dispatcher {
 func (d *Dispatcher) Run(ctx context.Context) {
 	statusQ := make(chan *skiffpb.TaskStatusUpdate, 65536)
 	d.mu.Lock()
+	now := d.now()
+	// The hub watches before any session of this term can subscribe to it.
+	nodes := 0
+	changes, stopWatch := d.store.ViewAndWatch(func(tx state.ReadTx) {
+		tx.EachNode(func(n *skiffpb.Node) bool {
+			d.lastSeen[n.GetId()] = now
+			nodes++
+			return true
+		})
+	})
 	d.running = ctx
 	d.statusQ = statusQ
-	now := d.now()
-	d.store.View(func(tx state.ReadTx) {
-		for _, n := range tx.Nodes() {
-			d.lastSeen[n.GetId()] = now
-		}
-	})
+	d.period = d.cfg.HeartbeatPeriod
+	d.nodesAtStart = nodes
+	d.heartbeatPeriodLocked()
 	d.mu.Unlock()
 
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
+	go func() { defer wg.Done(); d.hub.run(ctx, changes, stopWatch) }()
 	go func() { defer wg.Done(); d.monitorNodes(ctx) }()
 	go func() { defer wg.Done(); d.batchStatuses(ctx, statusQ) }()
 	<-ctx.Done()
@@ -179,12 +210,16 @@ func (d *Dispatcher) Session(stream grpc.BidiStreamingServer[skiffpb.AgentMessag
 	defer stop()
 
 	s := &session{nodeID: node.GetId(), name: node.GetName(), id: state.NewID(), stream: stream, cancel: cancel}
+	// Nothing may write to the stream once the handler returns; the log
+	// broker and the receiver can still hold the session then.
+	defer s.close()
 	d.mu.Lock()
 	if old := d.sessions[s.nodeID]; old != nil {
 		old.cancel()
 	}
 	d.sessions[s.nodeID] = s
 	d.lastSeen[s.nodeID] = d.now()
+	period := d.heartbeatPeriodLocked()
 	d.mu.Unlock()
 	defer func() {
 		d.mu.Lock()
@@ -201,16 +236,30 @@ func (d *Dispatcher) Session(stream grpc.BidiStreamingServer[skiffpb.AgentMessag
 		managers = d.cfg.ManagerAPIAddrs()
 	}
 	if err := s.send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_Accepted{Accepted: &skiffpb.SessionAccepted{
-		NodeId: node.GetId(), SessionId: s.id, HeartbeatPeriod: int64(d.cfg.HeartbeatPeriod), Managers: managers,
+		NodeId: node.GetId(), SessionId: s.id, HeartbeatPeriod: int64(period), Managers: managers,
 	}}}); err != nil {
 		return err
 	}
 
+	// The receiver ends the session when it fails. Its Recv cannot be
+	// interrupted, though: only the end of the stream, when this handler
+	// returns, releases it. So once the session is over (the term ended, the
+	// agent went away) the handler returns without waiting for the next
+	// message from the agent; waiting would keep a deposed leader's session
+	// open, acknowledging heartbeats, until the agent next spoke.
 	errc := make(chan error, 1)
-	go func() { errc <- d.receive(ctx, s) }()
+	go func() {
+		err := d.receive(ctx, s)
+		cancel()
+		errc <- err
+	}()
 	sendErr := d.streamAssignments(ctx, s)
 	cancel()
-	recvErr := <-errc
+	var recvErr error
+	select {
+	case recvErr = <-errc:
+	default:
+	}
 	if sendErr != nil && !errors.Is(sendErr, context.Canceled) {
 		return sendErr
 	}
@@ -240,6 +289,13 @@ func (d *Dispatcher) register(ctx context.Context, reg *skiffpb.Register) (*skif
 		}
 		old = tx.NodeByName(reg.GetName())
 	})
+	if old != nil && old.GetStatus().GetState() == skiffpb.NodeState_NODE_STATE_READY &&
+		proto.Equal(old.GetDescription(), reg.GetDescription()) {
+		// A reconnect (a new leader, a lost connection) of a node that is
+		// Ready as it was: nothing to write. A thousand agents finding a new
+		// leader at once then cost it no Raft commit each.
+		return old, nil
+	}
 	ready := &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_READY, Timestamp: now}
 	var next *skiffpb.Node
 	if old == nil {
@@ -275,25 +331,30 @@ func (d *Dispatcher) receive(ctx context.Context, s *session) error {
 		if err != nil {
 			return err
 		}
+		if err := ctx.Err(); err != nil {
+			// The session is over: a heartbeat answered now would tell the
+			// agent that a manager which no longer leads still does.
+			return err
+		}
 		d.mu.Lock()
 		d.lastSeen[s.nodeID] = d.now()
 		q := d.statusQ
+		period := d.heartbeatPeriodLocked()
 		d.mu.Unlock()
+		// Any message shows the node alive, not only a heartbeat: an agent
+		// busy reporting statuses skips its heartbeats.
+		if err := d.markReady(ctx, s); err != nil {
+			return err
+		}
 		switch m := msg.GetMsg().(type) {
 		case *skiffpb.AgentMessage_Heartbeat:
-			if err := d.markReady(ctx, s); err != nil {
-				return err
-			}
 			if err := s.send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_HeartbeatAck{
-				HeartbeatAck: &skiffpb.HeartbeatAck{HeartbeatPeriod: int64(d.cfg.HeartbeatPeriod)},
+				HeartbeatAck: &skiffpb.HeartbeatAck{HeartbeatPeriod: int64(period)},
 			}}); err != nil {
 				return err
 			}
 		case *skiffpb.AgentMessage_Statuses:
-			for _, u := range m.Statuses.GetUpdates() {
-				if !d.ownsTask(s.nodeID, u.GetTaskId()) {
-					continue
-				}
+			for _, u := range d.ownUpdates(s.nodeID, m.Statuses.GetUpdates()) {
 				select {
 				case q <- u:
 				case <-ctx.Done():
@@ -327,11 +388,19 @@ func (d *Dispatcher) setNodeState(ctx context.Context, nodeID string, st skiffpb
 	return nil
 }
 
-// ownsTask guards against an agent reporting on another node's task.
-func (d *Dispatcher) ownsTask(nodeID, taskID string) bool {
-	ok := false
-	d.store.View(func(tx state.ReadTx) { ok = tx.Task(taskID).GetNodeId() == nodeID })
-	return ok
+// ownUpdates keeps the reports about tasks of nodeID, guarding against an
+// agent reporting on another node's task. It reads the store once for the
+// whole message, which may carry a thousand reports.
+func (d *Dispatcher) ownUpdates(nodeID string, us []*skiffpb.TaskStatusUpdate) []*skiffpb.TaskStatusUpdate {
+	out := make([]*skiffpb.TaskStatusUpdate, 0, len(us))
+	d.store.View(func(tx state.ReadTx) {
+		for _, u := range us {
+			if tx.Task(u.GetTaskId()).GetNodeId() == nodeID {
+				out = append(out, u)
+			}
+		}
+	})
+	return out
 }
 
 // monitorNodes marks nodes Down once they have been silent for the grace.
@@ -346,29 +415,79 @@ func (d *Dispatcher) monitorNodes(ctx context.Context) {
 		}
 		now := d.now()
 		var down []string
+		var grace time.Duration
 		d.store.View(func(tx state.ReadTx) {
 			d.mu.Lock()
 			defer d.mu.Unlock()
-			for _, n := range tx.Nodes() {
+			grace = d.graceLocked()
+			tx.EachNode(func(n *skiffpb.Node) bool {
 				if n.GetStatus().GetState() == skiffpb.NodeState_NODE_STATE_DOWN {
-					continue
+					return true
 				}
 				seen, ok := d.lastSeen[n.GetId()]
 				if !ok {
 					d.lastSeen[n.GetId()] = now
-					continue
+					return true
 				}
-				if now.Sub(seen) > d.cfg.DownGrace {
+				if now.Sub(seen) > grace {
 					down = append(down, n.GetId())
 				}
-			}
+				return true
+			})
 		})
-		for _, id := range down {
-			d.logger.Warn("node missed its heartbeats; marking it down", "node_id", id, "grace", d.cfg.DownGrace)
-			if err := d.setNodeState(ctx, id, skiffpb.NodeState_NODE_STATE_DOWN, "heartbeat failure"); err != nil && ctx.Err() == nil {
-				d.logger.Error("mark node down", "node_id", id, "error", err)
-			}
+		if len(down) > 0 {
+			d.markDown(ctx, down, grace)
 		}
+	}
+}
+
+// heartbeatPeriodLocked returns the period agents are asked to heartbeat
+// at: the configured one, stretched so that all sessions together send at
+// most MaxHeartbeatRate heartbeats a second. Every heartbeat costs the
+// leader a receive and an acknowledgement; at 10,000 nodes and 500 ms they
+// would take most of a core, and starve Raft and the agents' own sessions.
+//
+// The period grows as sessions arrive but never shrinks within a term: an
+// agent learns a new period only from its next acknowledgement, and a
+// grace shortened before it heard would mark a healthy node down. It counts
+// the nodes the store held at the start of the term too: after a change of
+// leader they all come back at once, and the grace must already be theirs
+// while they reconnect, or the new leader would mark them all down.
+func (d *Dispatcher) heartbeatPeriodLocked() time.Duration {
+	agents := max(len(d.sessions), d.nodesAtStart)
+	need := time.Duration(float64(agents) / d.cfg.MaxHeartbeatRate * float64(time.Second))
+	d.period = max(d.period, d.cfg.HeartbeatPeriod, need)
+	return d.period
+}
+
+// graceLocked is how long a node may stay silent now: DownGrace, stretched
+// as the heartbeat period is.
+func (d *Dispatcher) graceLocked() time.Duration {
+	period := max(d.period, d.cfg.HeartbeatPeriod)
+	return time.Duration(float64(d.cfg.DownGrace) * float64(period) / float64(d.cfg.HeartbeatPeriod))
+}
+
+// markDownBatch bounds the node_status actions of one command: when a
+// switch fails, a whole rack of nodes goes silent at once, and one write
+// per node would take seconds to commit.
+const markDownBatch = 1024
+
+// markDown marks the nodes down, in as few Raft commands as it can.
+func (d *Dispatcher) markDown(ctx context.Context, ids []string, grace time.Duration) {
+	now := d.now().UnixNano()
+	for len(ids) > 0 {
+		n := min(len(ids), markDownBatch)
+		cmd := &skiffpb.Command{Actions: make([]*skiffpb.StoreAction, 0, n)}
+		for _, id := range ids[:n] {
+			d.logger.Warn("node missed its heartbeats; marking it down", "node_id", id, "grace", grace)
+			cmd.Actions = append(cmd.Actions, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_NodeStatus{NodeStatus: &skiffpb.NodeStatusUpdate{
+				NodeId: id, Status: &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_DOWN, Message: "heartbeat failure", Timestamp: now},
+			}}})
+		}
+		if _, err := d.cfg.Raft.Propose(ctx, cmd); err != nil && ctx.Err() == nil {
+			d.logger.Error("mark nodes down", "nodes", n, "error", err)
+		}
+		ids = ids[n:]
 	}
 }
 
@@ -428,12 +547,28 @@ type session struct {
 	cancel context.CancelFunc
 
 	sendMu sync.Mutex
+	// closed is set, under sendMu, when the handler returns: the stream
+	// must not be written to after that, and the receiver may outlive it.
+	closed bool
 }
+
+// errSessionClosed is what sending on a session that ended returns.
+var errSessionClosed = status.Error(codes.Unavailable, "the session has ended")
 
 // send is safe for concurrent use: assignments and log subscriptions share
 // the stream.
 func (s *session) send(m *skiffpb.ManagerMessage) error {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
+	if s.closed {
+		return errSessionClosed
+	}
 	return s.stream.Send(m)
+}
+
+// close waits for a send in progress and makes later sends fail.
+func (s *session) close() {
+	s.sendMu.Lock()
+	s.closed = true
+	s.sendMu.Unlock()
 }

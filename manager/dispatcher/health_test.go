@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -128,4 +129,46 @@ func TestSilentNodesGoDown(t *testing.T) {
 	}
 	waitDown("n1")
 	waitDown("n2")
+}
+
+// TestHeartbeatPeriodStretches: the period is the configured one until the
+// sessions' heartbeats would exceed the rate, then grows with them, with
+// the grace in proportion; it never shrinks within a term.
+func TestHeartbeatPeriodStretches(t *testing.T) {
+	d := New(Config{Store: state.New(), HeartbeatPeriod: 500 * time.Millisecond, MaxHeartbeatRate: 2000})
+	d.period = d.cfg.HeartbeatPeriod
+	withSessions := func(n int) (time.Duration, time.Duration) {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.sessions = map[string]*session{}
+		for i := range n {
+			d.sessions[strconv.Itoa(i)] = &session{}
+		}
+		return d.heartbeatPeriodLocked(), d.graceLocked()
+	}
+	cases := []struct {
+		sessions           int
+		wantPeriod, wantGr time.Duration
+	}{
+		{0, 500 * time.Millisecond, 2 * time.Second},
+		{1000, 500 * time.Millisecond, 2 * time.Second},
+		{4000, 2 * time.Second, 8 * time.Second},
+		{10000, 5 * time.Second, 20 * time.Second},
+		// Agents leaving do not shorten it: some still heartbeat slowly.
+		{10, 5 * time.Second, 20 * time.Second},
+	}
+	for _, tc := range cases {
+		period, grace := withSessions(tc.sessions)
+		if period != tc.wantPeriod || grace != tc.wantGr {
+			t.Errorf("%d sessions: period %s grace %s, want %s and %s", tc.sessions, period, grace, tc.wantPeriod, tc.wantGr)
+		}
+	}
+
+	// A new term with 10,000 nodes in the store gives them the long grace
+	// before any of them has reconnected.
+	d = New(Config{Store: state.New(), HeartbeatPeriod: 500 * time.Millisecond, MaxHeartbeatRate: 2000})
+	d.period, d.nodesAtStart = d.cfg.HeartbeatPeriod, 10000
+	if period, grace := withSessions(0); period != 5*time.Second || grace != 20*time.Second {
+		t.Errorf("new term of 10,000 nodes: period %s grace %s, want 5s and 20s", period, grace)
+	}
 }

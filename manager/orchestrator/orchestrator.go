@@ -87,26 +87,48 @@ func (o *Orchestrator) runWatch(ctx context.Context) {
 	ch, cancel := o.store.ViewAndWatch(nil)
 	defer cancel()
 	dirty := dirtySet{all: true}
-	var timer *time.Timer
-	var wake <-chan time.Time
+	// pending are the wake-ups plans asked for, the earliest per slot or
+	// service; the timer fires at the earliest of them all.
+	pending := map[wakeKey]time.Time{}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	for {
 		if !dirty.empty() {
-			next := o.reconcile(ctx, dirty)
-			dirty = dirtySet{}
-			if timer != nil {
-				timer.Stop()
-				wake = nil
+			for _, w := range o.reconcile(ctx, dirty) {
+				k := wakeKey{service: w.service, slot: w.slot, whole: w.whole}
+				if at, ok := pending[k]; !ok || w.at.Before(at) {
+					pending[k] = w.at
+				}
 			}
-			if !next.IsZero() {
-				timer = time.NewTimer(max(time.Until(next), time.Millisecond))
-				wake = timer.C
+			dirty = dirtySet{}
+			timer.Stop()
+			if next, ok := earliest(pending); ok {
+				timer.Reset(max(time.Until(next), time.Millisecond))
 			}
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-wake:
-			dirty.all = true
+		case <-timer.C:
+			now := o.now()
+			for k, at := range pending {
+				if at.After(now) {
+					continue
+				}
+				delete(pending, k)
+				if k.whole {
+					dirty.mark(k.service)
+				} else {
+					dirty.markSlot(k.service, k.slot)
+				}
+			}
+			if dirty.empty() {
+				// Woken a little early: wait for what is due next.
+				if next, ok := earliest(pending); ok {
+					timer.Reset(max(time.Until(next), time.Millisecond))
+				}
+			}
 		case b, ok := <-ch:
 			if !ok {
 				return
@@ -128,24 +150,55 @@ func (o *Orchestrator) runWatch(ctx context.Context) {
 	}
 }
 
-// dirtySet is what changed since the last reconcile.
-type dirtySet struct {
-	all      bool
-	services map[string]bool
+// wakeKey is what a wake-up is for.
+type wakeKey struct {
+	service string
+	slot    state.Slot
+	whole   bool
 }
 
-func (d *dirtySet) empty() bool { return !d.all && len(d.services) == 0 }
+// earliest returns the earliest time in pending.
+func earliest(pending map[wakeKey]time.Time) (time.Time, bool) {
+	var first time.Time
+	for _, at := range pending {
+		if first.IsZero() || at.Before(first) {
+			first = at
+		}
+	}
+	return first, !first.IsZero()
+}
+
+// dirtySet is what changed since the last reconcile.
+type dirtySet struct {
+	// all asks for everything to be reconciled.
+	all bool
+	// services are reconciled whole: their spec or status changed.
+	services map[string]bool
+	// slots are reconciled alone: one of their tasks changed.
+	slots map[string]map[state.Slot]bool
+	// nodes changed: the slots of their tasks, and their slot in every
+	// global service, are reconciled.
+	nodes map[string]bool
+}
+
+func (d *dirtySet) empty() bool {
+	return !d.all && len(d.services) == 0 && len(d.slots) == 0 && len(d.nodes) == 0
+}
 
 func (d *dirtySet) add(b state.Batch) {
 	for _, ev := range b.Events {
 		switch obj := ev.Object.(type) {
-		case *skiffpb.Node, *skiffpb.Cluster:
-			// A node's health or availability concerns every service.
+		case *skiffpb.Cluster:
 			d.all = true
+		case *skiffpb.Node:
+			if d.nodes == nil {
+				d.nodes = map[string]bool{}
+			}
+			d.nodes[obj.GetId()] = true
 		case *skiffpb.Service:
 			d.mark(obj.GetId())
 		case *skiffpb.Task:
-			d.mark(obj.GetServiceId())
+			d.markSlot(obj.GetServiceId(), state.SlotOf(obj))
 		}
 	}
 }
@@ -157,27 +210,59 @@ func (d *dirtySet) mark(id string) {
 	d.services[id] = true
 }
 
-// reconcile brings the dirty services in line and commits the result. It
-// returns when it next wants to run (a delayed restart), or zero.
-func (o *Orchestrator) reconcile(ctx context.Context, dirty dirtySet) time.Time {
+func (d *dirtySet) markSlot(serviceID string, slot state.Slot) {
+	if d.slots == nil {
+		d.slots = map[string]map[state.Slot]bool{}
+	}
+	set := d.slots[serviceID]
+	if set == nil {
+		set = map[state.Slot]bool{}
+		d.slots[serviceID] = set
+	}
+	set[slot] = true
+}
+
+// reconcile brings the dirty services and slots in line and commits the
+// result. It returns the wake-ups the plan asked for (delayed restarts,
+// update delays).
+//
+// A task's change costs the reconcile of its slot, not of its service: in a
+// rollout of a million tasks, every status report would otherwise make the
+// orchestrator re-read and re-sort every task of the service.
+func (o *Orchestrator) reconcile(ctx context.Context, dirty dirtySet) []wakeup {
 	p := &plan{now: o.now(), history: o.cfg.TaskHistory, updates: o.updates, ipam: o.cfg.IPAM}
 	o.store.View(func(tx state.ReadTx) {
-		p.nodes = tx.Nodes()
+		tx.EachNode(func(n *skiffpb.Node) bool {
+			p.nodes = append(p.nodes, n)
+			return true
+		})
 		p.networkByName = tx.NetworkByName
-		ids := dirty.services
+		services := tx.Services()
+		full := dirty.services
 		if dirty.all {
-			ids = map[string]bool{}
-			for _, sv := range tx.Services() {
-				ids[sv.GetId()] = true
+			full = map[string]bool{}
+			for _, sv := range services {
+				full[sv.GetId()] = true
 			}
 			// Tasks whose service is gone must be shut down and deleted too.
 			tx.EachTask(func(t *skiffpb.Task) bool {
-				ids[t.GetServiceId()] = true
+				full[t.GetServiceId()] = true
 				return true
 			})
 		}
-		p.meshAttachments(tx.Services())
-		for id := range ids {
+		for nodeID := range dirty.nodes {
+			tx.EachTaskOfNode(nodeID, func(t *skiffpb.Task) bool {
+				dirty.markSlot(t.GetServiceId(), state.SlotOf(t))
+				return true
+			})
+			for _, sv := range services {
+				if sv.GetSpec().GetMode() == skiffpb.ServiceMode_SERVICE_MODE_GLOBAL {
+					dirty.markSlot(sv.GetId(), state.Slot{Node: nodeID})
+				}
+			}
+		}
+		p.meshAttachments(services)
+		for id := range full {
 			sv := tx.Service(id)
 			tasks := tx.TasksByService(id)
 			if sv == nil {
@@ -186,9 +271,25 @@ func (o *Orchestrator) reconcile(ctx context.Context, dirty dirtySet) time.Time 
 			}
 			p.service(sv, tasks)
 		}
+		for id, set := range dirty.slots {
+			if full[id] {
+				continue
+			}
+			tasksOf := func(slot state.Slot) []*skiffpb.Task { return tx.TasksOfSlot(id, slot) }
+			sv := tx.Service(id)
+			if sv == nil {
+				for slot := range set {
+					p.removed(tasksOf(slot))
+				}
+				continue
+			}
+			if !p.slots(sv, set, tasksOf) {
+				p.service(sv, tx.TasksByService(id))
+			}
+		}
 	})
 	o.commit(ctx, p.actions)
-	return p.wake
+	return p.wakeups
 }
 
 // commit proposes the actions in bounded batches. A rejected batch (a

@@ -28,12 +28,30 @@ type plan struct {
 	networkByName func(name string) *skiffpb.Network
 
 	actions []*skiffpb.StoreAction
-	wake    time.Time
+	// wake is the earliest of wakeups, or zero.
+	wake time.Time
+	// wakeups are what asked to be reconciled again later, and when.
+	wakeups []wakeup
+	// nodeMap indexes nodes by ID, built on first use.
+	nodeMap map[string]*skiffpb.Node
 }
 
-func (p *plan) wakeAt(t time.Time) {
-	if p.wake.IsZero() || t.Before(p.wake) {
-		p.wake = t
+// wakeup asks for a slot, or a whole service, to be reconciled again at a
+// time: a delayed restart falls due, an update's delay ends. The reconcile
+// it triggers looks at just that, so a crash-looping task costs a look at
+// its slot, not at every task of the cluster.
+type wakeup struct {
+	at      time.Time
+	service string
+	// slot is the slot to look at, unless whole is set.
+	slot  state.Slot
+	whole bool
+}
+
+func (p *plan) wakeAt(w wakeup) {
+	p.wakeups = append(p.wakeups, w)
+	if p.wake.IsZero() || w.at.Before(p.wake) {
+		p.wake = w.at
 	}
 }
 
@@ -195,12 +213,17 @@ func (p *plan) removed(tasks []*skiffpb.Task) {
 	}
 }
 
+// nodeIndex maps node IDs to nodes. It is built once per plan: a plan
+// reconciles many services, or many slots, over the same nodes.
 func (p *plan) nodeIndex() map[string]*skiffpb.Node {
-	m := make(map[string]*skiffpb.Node, len(p.nodes))
-	for _, n := range p.nodes {
-		m[n.GetId()] = n
+	if p.nodeMap != nil {
+		return p.nodeMap
 	}
-	return m
+	p.nodeMap = make(map[string]*skiffpb.Node, len(p.nodes))
+	for _, n := range p.nodes {
+		p.nodeMap[n.GetId()] = n
+	}
+	return p.nodeMap
 }
 
 // service reconciles one service.
@@ -266,12 +289,17 @@ func nodeKey(id string) uint64 {
 // that is ready, not drained, and meets the constraints. Paused nodes keep
 // the task they have but get no new one; that is handled by the caller.
 func (p *plan) globalSlots(sv *skiffpb.Service) map[uint64]string {
+	return p.globalSlotsOn(sv, p.nodes)
+}
+
+// globalSlotsOn is globalSlots restricted to some nodes.
+func (p *plan) globalSlotsOn(sv *skiffpb.Service, nodes []*skiffpb.Node) map[uint64]string {
 	cs, err := scheduler.ParseConstraints(sv.GetSpec().GetPlacement().GetConstraints())
 	if err != nil {
 		return map[uint64]string{}
 	}
 	out := map[uint64]string{}
-	for _, n := range p.nodes {
+	for _, n := range nodes {
 		if n.GetStatus().GetState() != skiffpb.NodeState_NODE_STATE_READY ||
 			n.GetSpec().GetAvailability() != skiffpb.NodeAvailability_NODE_AVAILABILITY_ACTIVE ||
 			!scheduler.MatchConstraints(cs, n) {
@@ -280,6 +308,78 @@ func (p *plan) globalSlots(sv *skiffpb.Service) map[uint64]string {
 		out[nodeKey(n.GetId())] = n.GetId()
 	}
 	return out
+}
+
+// slots reconciles only the given slots of a service, as service would
+// reconcile them, for a service whose other slots did not change. It
+// reports false, having planned nothing, when the whole service must be
+// reconciled instead: while a rolling update runs, is paused or waits out
+// its delay, or when one of the slots runs an out-of-date spec, because an
+// update's batches are counted across all of a service's slots.
+func (p *plan) slots(sv *skiffpb.Service, set map[state.Slot]bool, tasksOf func(state.Slot) []*skiffpb.Task) bool {
+	if sv.GetUpdateStatus().GetState() == skiffpb.UpdateState_UPDATE_STATE_PAUSED || updating(sv) {
+		return false
+	}
+	if _, waiting := p.updates[sv.GetId()]; waiting {
+		return false
+	}
+	global := sv.GetSpec().GetMode() == skiffpb.ServiceMode_SERVICE_MODE_GLOBAL
+	keys := make([]state.Slot, 0, len(set))
+	tasks := make(map[state.Slot][]*skiffpb.Task, len(set))
+	for slot := range set {
+		if global != (slot.Number == 0) {
+			// A task of the other mode: the service changed mode, which
+			// the whole-service reconcile sorts out.
+			return false
+		}
+		list := tasksOf(slot)
+		for _, t := range list {
+			if live(t) && !finished(t) && t.GetSpecVersion() != sv.GetSpecVersion() {
+				return false
+			}
+		}
+		keys = append(keys, slot)
+		tasks[slot] = list
+	}
+	// In slot order, so that a plan does not depend on map iteration.
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].Number != keys[j].Number {
+			return keys[i].Number < keys[j].Number
+		}
+		return keys[i].Node < keys[j].Node
+	})
+	nodes := p.nodeIndex()
+	var wanted map[uint64]string
+	if global {
+		var on []*skiffpb.Node
+		for _, slot := range keys {
+			if n := nodes[slot.Node]; n != nil {
+				on = append(on, n)
+			}
+		}
+		wanted = p.globalSlotsOn(sv, on)
+	}
+	// No task runs an old spec, so the update bookkeeping only looks on.
+	u := p.newUpdate(sv)
+	for _, slot := range keys {
+		key := slot.Number
+		if global {
+			key = nodeKey(slot.Node)
+		}
+		if list := tasks[slot]; len(list) > 0 {
+			p.slot(sv, key, list, nodes, wanted, u)
+			continue
+		}
+		// The slot's last task is gone: fill it if it is still wanted.
+		if global {
+			if nodeID, ok := wanted[key]; ok {
+				p.createTask(sv, 0, nodeID, 0)
+			}
+		} else if slot.Number >= 1 && slot.Number <= sv.GetSpec().GetReplicas() {
+			p.createTask(sv, slot.Number, "", 0)
+		}
+	}
+	return true
 }
 
 // finished reports whether a task's container is gone for good.
@@ -431,7 +531,7 @@ func (p *plan) restart(sv *skiffpb.Service, key uint64, nodeID string, tasks []*
 	}
 	due := time.Unix(0, latest.GetStatus().GetTimestamp()).Add(delay)
 	if p.now.Before(due) {
-		p.wakeAt(due)
+		p.wakeAt(wakeup{at: due, service: sv.GetId(), slot: state.SlotOf(latest)})
 		return
 	}
 	p.setDesired(latest, skiffpb.TaskState_TASK_STATE_SHUTDOWN)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -720,36 +721,56 @@ func TestMeshAttachments(t *testing.T) {
 	}
 }
 
-// TestDirtySet: a change to a node or the cluster concerns every service;
-// a service or task change concerns its service.
+// TestDirtySet: a change to the cluster concerns everything; a service's
+// change concerns the whole service; a task's change concerns its slot (the
+// replica number, or the node of a global task); a node's change concerns
+// the node (its tasks' slots and its slot in global services, found when
+// reconciling).
 func TestDirtySet(t *testing.T) {
 	cases := []struct {
 		name     string
 		events   []state.Event
 		wantAll  bool
 		services []string
+		slots    []string // "service/number/node"
+		nodes    []string
 	}{
-		{"nothing", nil, false, nil},
-		{"node", []state.Event{{Object: &skiffpb.Node{Id: "n1"}}}, true, nil},
-		{"cluster", []state.Event{{Object: &skiffpb.Cluster{Id: "c"}}}, true, nil},
-		{"service and task", []state.Event{{Object: &skiffpb.Service{Id: "s1"}}, {Object: &skiffpb.Task{Id: "t", ServiceId: "s2"}, Deleted: true}}, false, []string{"s1", "s2"}},
-		{"network and stack are ignored", []state.Event{{Object: &skiffpb.Network{Id: "w"}}, {Object: &skiffpb.Stack{Id: "k"}}}, false, nil},
+		{name: "nothing"},
+		{name: "node", events: []state.Event{{Object: &skiffpb.Node{Id: "n1"}}}, nodes: []string{"n1"}},
+		{name: "cluster", events: []state.Event{{Object: &skiffpb.Cluster{Id: "c"}}}, wantAll: true},
+		{name: "service and task", events: []state.Event{
+			{Object: &skiffpb.Service{Id: "s1"}},
+			{Object: &skiffpb.Task{Id: "t", ServiceId: "s2", Slot: 3, NodeId: "n1"}, Deleted: true},
+		}, services: []string{"s1"}, slots: []string{"s2/3/"}},
+		{name: "global task", events: []state.Event{{Object: &skiffpb.Task{Id: "t", ServiceId: "s3", NodeId: "n2"}}},
+			slots: []string{"s3/0/n2"}},
+		{name: "network and stack are ignored", events: []state.Event{{Object: &skiffpb.Network{Id: "w"}}, {Object: &skiffpb.Stack{Id: "k"}}}},
+	}
+	keys := func(m map[string]bool) []string {
+		var out []string
+		for k := range m {
+			out = append(out, k)
+		}
+		sort.Strings(out)
+		return out
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var d dirtySet
 			d.add(state.Batch{Index: 1, Events: tc.events})
-			var got []string
-			for id := range d.services {
-				got = append(got, id)
+			var slots []string
+			for svc, set := range d.slots {
+				for s := range set {
+					slots = append(slots, fmt.Sprintf("%s/%d/%s", svc, s.Number, s.Node))
+				}
 			}
-			if len(got) > 1 && got[0] > got[1] {
-				got[0], got[1] = got[1], got[0]
+			sort.Strings(slots)
+			if d.all != tc.wantAll || !reflect.DeepEqual(keys(d.services), tc.services) ||
+				!reflect.DeepEqual(slots, tc.slots) || !reflect.DeepEqual(keys(d.nodes), tc.nodes) {
+				t.Errorf("dirty all=%v services=%v slots=%v nodes=%v, want all=%v services=%v slots=%v nodes=%v",
+					d.all, keys(d.services), slots, keys(d.nodes), tc.wantAll, tc.services, tc.slots, tc.nodes)
 			}
-			if d.all != tc.wantAll || !reflect.DeepEqual(got, tc.services) {
-				t.Errorf("dirty all=%v services=%v, want all=%v services=%v", d.all, got, tc.wantAll, tc.services)
-			}
-			if d.empty() != (!tc.wantAll && len(tc.services) == 0) {
+			if d.empty() != (!tc.wantAll && len(tc.services) == 0 && len(tc.slots) == 0 && len(tc.nodes) == 0) {
 				t.Errorf("empty() = %v", d.empty())
 			}
 		})

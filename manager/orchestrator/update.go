@@ -98,12 +98,12 @@ func (u *update) finish(p *plan, sv *skiffpb.Service, tasks []*skiffpb.Task) {
 	}
 	if doneAt, ok := p.updates[sv.GetId()]; ok {
 		if due := doneAt.Add(time.Duration(u.cfg.GetDelay())); p.now.Before(due) {
-			p.wakeAt(due)
+			p.wakeAt(wakeup{at: due, service: sv.GetId(), whole: true})
 			return
 		}
 	} else if u.cfg.GetDelay() > 0 && updating(sv) && startedBefore(sv, tasks) {
 		p.updates[sv.GetId()] = p.now
-		p.wakeAt(p.now.Add(time.Duration(u.cfg.GetDelay())))
+		p.wakeAt(wakeup{at: p.now.Add(time.Duration(u.cfg.GetDelay())), service: sv.GetId(), whole: true})
 		return
 	}
 	keys := make([]uint64, 0, len(u.stale))

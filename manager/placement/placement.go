@@ -240,28 +240,43 @@ func (p *Placer) place(ctx context.Context) error {
 	decisions := scheduler.Schedule(nodes, reqs)
 
 	now := time.Now()
-	var actions []*skiffpb.StoreAction
+	// Placements are grouped by node, each node's own addresses first, and
+	// committed in that order: a node's tasks then land in one command, and
+	// its agent hears of them in one message. In the scheduler's order a
+	// round's tasks are spread one per node, and with ten thousand agents
+	// the messages, one per task, cost more than the placements.
+	byNode := map[string][]*skiffpb.StoreAction{}
+	var nodeOrder []string
+	var unplaced []*skiffpb.StoreAction
 	for i, d := range decisions {
 		t := reqs[i].Task
 		if d.Placed() {
-			actions = append(actions, p.attachNode(d.NodeID, t)...)
+			if _, seen := byNode[d.NodeID]; !seen {
+				nodeOrder = append(nodeOrder, d.NodeID)
+			}
+			byNode[d.NodeID] = append(byNode[d.NodeID], p.attachNode(d.NodeID, t)...)
 			// Schedule already added the task to the node's NodeInfo.
 			p.counted[t.GetId()] = counted{nodeID: d.NodeID, spec: reqs[i].Spec, task: t}
 			delete(p.pending, t.GetId())
-			actions = append(actions, placementAction(t, d, now))
+			byNode[d.NodeID] = append(byNode[d.NodeID], placementAction(t, d, now))
 			if p.cfg.Latency != nil {
 				p.cfg.Latency.Observe(now.Sub(time.Unix(0, t.GetMeta().GetCreatedAt())).Seconds())
 			}
 			continue
 		}
 		if t.GetStatus().GetErr() != d.Explanation {
-			actions = append(actions, placementAction(t, d, now))
+			unplaced = append(unplaced, placementAction(t, d, now))
 		}
 		// Unplaceable tasks wait for a change in the cluster rather than
 		// being retried in a loop.
 		delete(p.pending, t.GetId())
 		p.waiting[t.GetId()] = t
 	}
+	actions := make([]*skiffpb.StoreAction, 0, len(decisions))
+	for _, id := range nodeOrder {
+		actions = append(actions, byNode[id]...)
+	}
+	actions = append(actions, unplaced...)
 	for len(actions) > 0 {
 		n := min(len(actions), maxPlacementsPerCommand)
 		if _, err := p.cfg.Raft.Propose(ctx, &skiffpb.Command{Actions: actions[:n]}); err != nil {

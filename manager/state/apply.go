@@ -226,16 +226,112 @@ func setMeta(o proto.Message, m *skiffpb.Meta) {
 	}
 }
 
-// reindexTask moves a task between the by-node and by-service indexes.
+// reindexTask moves a task between the by-node and by-service indexes, and
+// keeps its service's counts.
 func (tx *writeTx) reindexTask(old, cur *skiffpb.Task) {
 	s := tx.s
 	if old != nil {
+		countTask(s.taskCounts, old, -1)
+	}
+	if cur != nil {
+		countTask(s.taskCounts, cur, 1)
+	}
+	if old != nil && cur != nil && old.GetServiceId() == cur.GetServiceId() && SlotOf(old) == SlotOf(cur) &&
+		replaceInSlot(s.tasksByService, cur) {
+		// The common case, a task's status or desired state changing,
+		// keeps its slot: swap the object in place.
+		if old.GetNodeId() == cur.GetNodeId() {
+			if m := s.tasksByNode[cur.GetNodeId()]; m != nil {
+				m[cur.GetId()] = cur
+			}
+			return
+		}
 		removeFrom(s.tasksByNode, old.GetNodeId(), old.GetId())
-		removeFrom(s.tasksByService, old.GetServiceId(), old.GetId())
+		addTo(s.tasksByNode, cur.GetNodeId(), cur)
+		return
+	}
+	if old != nil {
+		removeFrom(s.tasksByNode, old.GetNodeId(), old.GetId())
+		removeFromSlot(s.tasksByService, old)
 	}
 	if cur != nil {
 		addTo(s.tasksByNode, cur.GetNodeId(), cur)
-		addTo(s.tasksByService, cur.GetServiceId(), cur)
+		addToSlot(s.tasksByService, cur)
+	}
+}
+
+// countTask adds or takes away t's contribution to its service's counts,
+// and forgets a service whose tasks are all gone.
+func countTask(counts map[string]*TaskCounts, t *skiffpb.Task, sign int) {
+	if t.GetServiceId() == "" {
+		return
+	}
+	c := counts[t.GetServiceId()]
+	if c == nil {
+		c = &TaskCounts{}
+		counts[t.GetServiceId()] = c
+	}
+	c.add(t, sign)
+	if *c == (TaskCounts{}) {
+		delete(counts, t.GetServiceId())
+	}
+}
+
+// replaceInSlot puts t in place of the task with its ID in its slot, and
+// reports whether that task was there.
+func replaceInSlot(idx map[string]map[Slot][]*skiffpb.Task, t *skiffpb.Task) bool {
+	list := idx[t.GetServiceId()][SlotOf(t)]
+	for i, o := range list {
+		if o.GetId() == t.GetId() {
+			list[i] = t
+			return true
+		}
+	}
+	return false
+}
+
+// addToSlot files t under its service and slot. Slots hold a handful of
+// tasks (the running one and its history), so a slice is cheaper than a
+// map per slot.
+func addToSlot(idx map[string]map[Slot][]*skiffpb.Task, t *skiffpb.Task) {
+	if t.GetServiceId() == "" {
+		return
+	}
+	slots := idx[t.GetServiceId()]
+	if slots == nil {
+		slots = make(map[Slot][]*skiffpb.Task)
+		idx[t.GetServiceId()] = slots
+	}
+	slot := SlotOf(t)
+	slots[slot] = append(slots[slot], t)
+}
+
+// removeFromSlot takes the task with t's ID out of its slot. The slot's
+// slice is edited in place: readers only ever get copies of it (ReadTx
+// hands out lists it built), and Apply holds the write lock.
+func removeFromSlot(idx map[string]map[Slot][]*skiffpb.Task, t *skiffpb.Task) {
+	slots := idx[t.GetServiceId()]
+	if slots == nil {
+		return
+	}
+	slot := SlotOf(t)
+	list := slots[slot]
+	for i, o := range list {
+		if o.GetId() == t.GetId() {
+			last := len(list) - 1
+			list[i] = list[last]
+			list[last] = nil
+			list = list[:last]
+			break
+		}
+	}
+	switch {
+	case len(list) > 0:
+		slots[slot] = list
+	case len(slots) > 1:
+		delete(slots, slot)
+	default:
+		delete(idx, t.GetServiceId())
 	}
 }
 

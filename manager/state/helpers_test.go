@@ -209,7 +209,21 @@ func dump(t tb, s *Store) string {
 		}
 	}
 	checkIndex(t, &b, "tasksByNode", s.tasksByNode, wantNode, s.tasks)
-	checkIndex(t, &b, "tasksByService", s.tasksByService, wantService, s.tasks)
+	checkIndex(t, &b, "tasksByService", flattenSlots(t, s.tasksByService), wantService, s.tasks)
+
+	// Service counts: recompute them too. A count of zero is never kept.
+	wantCounts := map[string]*TaskCounts{}
+	for _, tk := range s.tasks.byID {
+		countTask(wantCounts, tk, 1)
+	}
+	if len(wantCounts) != len(s.taskCounts) {
+		t.Errorf("taskCounts has %d services, want %d", len(s.taskCounts), len(wantCounts))
+	}
+	for svc, want := range wantCounts {
+		if got := s.taskCounts[svc]; got == nil || *got != *want {
+			t.Errorf("taskCounts[%q] = %+v, want %+v", svc, got, want)
+		}
+	}
 	return b.String()
 }
 
@@ -240,6 +254,33 @@ func dumpTable[T object](t tb, b *strings.Builder, kind string, tb *table[T]) {
 			t.Errorf("%s table: name %q holds a stale object %q", kind, name, o.GetId())
 		}
 	}
+}
+
+// flattenSlots turns the by-service index into a set of tasks per service
+// for checkIndex, checking on the way that every task is filed under its own
+// slot, once, and that no empty slot is kept.
+func flattenSlots(t tb, idx map[string]map[Slot][]*skiffpb.Task) map[string]map[string]*skiffpb.Task {
+	t.Helper()
+	out := map[string]map[string]*skiffpb.Task{}
+	for svc, slots := range idx {
+		m := map[string]*skiffpb.Task{}
+		for slot, list := range slots {
+			if len(list) == 0 {
+				t.Errorf("tasksByService[%q]: empty slot %+v kept", svc, slot)
+			}
+			for _, tk := range list {
+				if SlotOf(tk) != slot || tk.GetServiceId() != svc {
+					t.Errorf("tasksByService[%q][%+v] holds task %q of service %q, slot %+v", svc, slot, tk.GetId(), tk.GetServiceId(), SlotOf(tk))
+				}
+				if _, dup := m[tk.GetId()]; dup {
+					t.Errorf("tasksByService[%q]: task %q filed twice", svc, tk.GetId())
+				}
+				m[tk.GetId()] = tk
+			}
+		}
+		out[svc] = m
+	}
+	return out
 }
 
 func checkIndex(t tb, b *strings.Builder, what string, idx map[string]map[string]*skiffpb.Task, want map[string][]string, tasks *table[*skiffpb.Task]) {

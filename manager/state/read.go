@@ -17,6 +17,9 @@ type ReadTx interface {
 	Node(id string) *skiffpb.Node
 	NodeByName(name string) *skiffpb.Node
 	Nodes() []*skiffpb.Node
+	// EachNode calls fn for every node, in no particular order, without
+	// building a sorted list; it stops when fn returns false.
+	EachNode(fn func(*skiffpb.Node) bool)
 
 	Network(id string) *skiffpb.Network
 	NetworkByName(name string) *skiffpb.Network
@@ -36,13 +39,21 @@ type ReadTx interface {
 	Tasks() []*skiffpb.Task
 	TasksByService(serviceID string) []*skiffpb.Task
 	TasksByNode(nodeID string) []*skiffpb.Task
+	// TasksOfSlot lists the tasks of one slot of a service, in no
+	// particular order.
+	TasksOfSlot(serviceID string, slot Slot) []*skiffpb.Task
 	// CountTasks returns how many tasks the store holds.
 	CountTasks() int
+	// TaskCounts returns a service's task counts, without looking at its
+	// tasks.
+	TaskCounts(serviceID string) TaskCounts
 	// EachTask calls fn for every task, in no particular order, without
 	// building a list; it stops when fn returns false.
 	EachTask(fn func(*skiffpb.Task) bool)
 	// EachTaskOfNode is EachTask for one node's tasks.
 	EachTaskOfNode(nodeID string, fn func(*skiffpb.Task) bool)
+	// EachTaskOfService is EachTask for one service's tasks.
+	EachTaskOfService(serviceID string, fn func(*skiffpb.Task) bool)
 
 	// SpecOf returns the service spec a task runs, or nil when it is no
 	// longer known.
@@ -90,8 +101,27 @@ func (r readTx) Task(id string) *skiffpb.Task { o, _ := r.s.tasks.get(id); retur
 func (r readTx) Tasks() []*skiffpb.Task       { return sorted(r.s.tasks.all()) }
 func (r readTx) CountTasks() int              { return len(r.s.tasks.byID) }
 
+func (r readTx) TaskCounts(serviceID string) TaskCounts {
+	if c := r.s.taskCounts[serviceID]; c != nil {
+		return *c
+	}
+	return TaskCounts{}
+}
+
 func (r readTx) TasksByService(id string) []*skiffpb.Task {
-	return sorted(values(r.s.tasksByService[id]))
+	var out []*skiffpb.Task
+	for _, list := range r.s.tasksByService[id] {
+		out = append(out, list...)
+	}
+	return sorted(out)
+}
+
+func (r readTx) TasksOfSlot(serviceID string, slot Slot) []*skiffpb.Task {
+	list := r.s.tasksByService[serviceID][slot]
+	if len(list) == 0 {
+		return nil
+	}
+	return append([]*skiffpb.Task(nil), list...)
 }
 
 func (r readTx) TasksByNode(id string) []*skiffpb.Task {
@@ -109,6 +139,24 @@ func (r readTx) EachTask(fn func(*skiffpb.Task) bool) {
 func (r readTx) EachTaskOfNode(nodeID string, fn func(*skiffpb.Task) bool) {
 	for _, t := range r.s.tasksByNode[nodeID] {
 		if !fn(t) {
+			return
+		}
+	}
+}
+
+func (r readTx) EachTaskOfService(serviceID string, fn func(*skiffpb.Task) bool) {
+	for _, list := range r.s.tasksByService[serviceID] {
+		for _, t := range list {
+			if !fn(t) {
+				return
+			}
+		}
+	}
+}
+
+func (r readTx) EachNode(fn func(*skiffpb.Node) bool) {
+	for _, n := range r.s.nodes.byID {
+		if !fn(n) {
 			return
 		}
 	}

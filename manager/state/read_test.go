@@ -125,6 +125,78 @@ func TestReadTxListsAreSorted(t *testing.T) {
 	})
 }
 
+// TestSlotsAndIterators: a service's tasks are found by slot (replica
+// number, or node for a global task), through every change a task goes
+// through, and the unordered iterators see what the sorted lists see.
+func TestSlotsAndIterators(t *testing.T) {
+	s := New()
+	replica := func(id string, slot uint64) *skiffpb.Task {
+		tk := testTask(id, "sv1", "")
+		tk.Slot = slot
+		return tk
+	}
+	global := func(id, node string) *skiffpb.Task {
+		tk := testTask(id, "sv2", node)
+		tk.Slot = 0
+		return tk
+	}
+	mustApply(t, s, 1,
+		putNode(testNode("n1", "h1")), putNode(testNode("n2", "h2")),
+		putTask(replica("a", 1)), putTask(replica("b", 1)), putTask(replica("c", 2)),
+		putTask(global("g1", "n1")), putTask(global("g2", "n2")),
+	)
+	// Placement and a status report keep a task in its slot.
+	mustApply(t, s, 2, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_TaskPlacement{TaskPlacement: &skiffpb.TaskPlacement{
+		TaskId: "a", NodeId: "n2", Status: &skiffpb.TaskStatus{State: skiffpb.TaskState_TASK_STATE_ASSIGNED},
+	}}})
+	mustApply(t, s, 3, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_TaskStatus{TaskStatus: &skiffpb.TaskStatusUpdate{
+		TaskId: "g1", Status: &skiffpb.TaskStatus{State: skiffpb.TaskState_TASK_STATE_RUNNING},
+	}}})
+	mustApply(t, s, 4, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_DeleteTask{DeleteTask: "b"}})
+	s.View(func(tx ReadTx) {
+		slots := map[string][]string{
+			"sv1/1":  ids(sorted(tx.TasksOfSlot("sv1", Slot{Number: 1}))),
+			"sv1/2":  ids(sorted(tx.TasksOfSlot("sv1", Slot{Number: 2}))),
+			"sv1/3":  ids(sorted(tx.TasksOfSlot("sv1", Slot{Number: 3}))),
+			"sv2/n1": ids(sorted(tx.TasksOfSlot("sv2", Slot{Node: "n1"}))),
+			"sv2/n2": ids(sorted(tx.TasksOfSlot("sv2", Slot{Node: "n2"}))),
+			"none":   ids(sorted(tx.TasksOfSlot("nope", Slot{Number: 1}))),
+		}
+		want := map[string]string{"sv1/1": "a", "sv1/2": "c", "sv1/3": "", "sv2/n1": "g1", "sv2/n2": "g2", "none": ""}
+		for k, w := range want {
+			if got := strings.Join(slots[k], ","); got != w {
+				t.Errorf("TasksOfSlot %s = %q, want %q", k, got, w)
+			}
+		}
+		if got := tx.TasksOfSlot("sv2", Slot{Node: "n1"})[0]; got != tx.Task("g1") {
+			t.Error("TasksOfSlot returned a stale object for g1")
+		}
+		var each []*skiffpb.Task
+		tx.EachTaskOfService("sv1", func(tk *skiffpb.Task) bool { each = append(each, tk); return true })
+		if got, want := strings.Join(ids(sorted(each)), ","), strings.Join(ids(tx.TasksByService("sv1")), ","); got != want {
+			t.Errorf("EachTaskOfService = %s, TasksByService = %s", got, want)
+		}
+		var nodes []*skiffpb.Node
+		tx.EachNode(func(n *skiffpb.Node) bool { nodes = append(nodes, n); return true })
+		if got, want := strings.Join(ids(sorted(nodes)), ","), strings.Join(ids(tx.Nodes()), ","); got != want {
+			t.Errorf("EachNode = %s, Nodes = %s", got, want)
+		}
+		n := 0
+		tx.EachNode(func(*skiffpb.Node) bool { n++; return false })
+		if n != 1 {
+			t.Errorf("EachNode did not stop when fn returned false: %d calls", n)
+		}
+	})
+	// A list handed out is a copy: changing it leaves the store alone.
+	s.View(func(tx ReadTx) { tx.TasksOfSlot("sv1", Slot{Number: 1})[0] = nil })
+	s.View(func(tx ReadTx) {
+		if tx.TasksOfSlot("sv1", Slot{Number: 1})[0] == nil {
+			t.Error("TasksOfSlot handed out the store's own slice")
+		}
+	})
+	dump(t, s)
+}
+
 func sortedStrings(list []string) bool {
 	for i := 1; i < len(list); i++ {
 		if list[i-1] >= list[i] {

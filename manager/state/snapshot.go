@@ -126,7 +126,7 @@ func (s *Store) Restore(r io.Reader) error {
 	s.index = index
 	s.cluster = fresh.cluster
 	s.nodes, s.networks, s.stacks, s.services, s.tasks = fresh.nodes, fresh.networks, fresh.stacks, fresh.services, fresh.tasks
-	s.tasksByNode, s.tasksByService = fresh.tasksByNode, fresh.tasksByService
+	s.tasksByNode, s.tasksByService, s.taskCounts = fresh.tasksByNode, fresh.tasksByService, fresh.taskCounts
 	s.mu.Unlock()
 	s.watchers.closeAll()
 	return nil

@@ -35,9 +35,17 @@ type Store struct {
 	tasks    *table[*skiffpb.Task]
 
 	// Secondary indexes of tasks: the dispatcher reads a node's tasks and the
-	// orchestrator a service's on every change, so both must be cheap.
+	// orchestrator a service's on every change, so both must be cheap. A
+	// service's tasks are kept by slot, so that the orchestrator can look at
+	// just the slots a change touched: with a million tasks, re-reading a
+	// whole service per status report would cost more than everything else.
 	tasksByNode    map[string]map[string]*skiffpb.Task
-	tasksByService map[string]map[string]*skiffpb.Task
+	tasksByService map[string]map[Slot][]*skiffpb.Task
+	// taskCounts are each service's task counts, kept by Apply, so that
+	// listing services (`service ls`, and every poll of a deploy's
+	// progress) costs nothing per task, and never holds the read lock for
+	// the time it takes to walk a million tasks.
+	taskCounts map[string]*TaskCounts
 
 	watchers watchers
 }
@@ -58,7 +66,8 @@ func (s *Store) reset() {
 	s.services = newTable(func(sv *skiffpb.Service) string { return sv.GetSpec().GetName() })
 	s.tasks = newTable[*skiffpb.Task](nil)
 	s.tasksByNode = make(map[string]map[string]*skiffpb.Task)
-	s.tasksByService = make(map[string]map[string]*skiffpb.Task)
+	s.tasksByService = make(map[string]map[Slot][]*skiffpb.Task)
+	s.taskCounts = make(map[string]*TaskCounts)
 }
 
 // Index returns the Raft index of the last applied command.
@@ -74,6 +83,48 @@ func (s *Store) View(fn func(tx ReadTx)) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	fn(readTx{s})
+}
+
+// TaskCounts are the counts of a service's tasks that `service ls` shows.
+type TaskCounts struct {
+	// Running counts tasks that should run and do.
+	Running uint64
+	// Completed counts tasks that finished successfully.
+	Completed uint64
+	// DesiredRunning counts tasks that should run, whatever their state.
+	DesiredRunning uint64
+}
+
+// add adds (sign 1) or takes away (sign -1) t's contribution.
+func (c *TaskCounts) add(t *skiffpb.Task, sign int) {
+	delta := uint64(sign) // wraps to subtract for -1
+	desired := t.GetDesiredState() == skiffpb.TaskState_TASK_STATE_RUNNING
+	if desired {
+		c.DesiredRunning += delta
+	}
+	if desired && t.GetStatus().GetState() == skiffpb.TaskState_TASK_STATE_RUNNING {
+		c.Running += delta
+	}
+	if t.GetStatus().GetState() == skiffpb.TaskState_TASK_STATE_COMPLETE {
+		c.Completed += delta
+	}
+}
+
+// Slot identifies a slot of a service: the replica number of a replicated
+// service's task, or the node of a global service's task (whose slot number
+// is always 0). A task never changes slots: its slot number is fixed at
+// creation, and a global task is created on its node.
+type Slot struct {
+	Number uint64
+	Node   string
+}
+
+// SlotOf returns the slot a task belongs to.
+func SlotOf(t *skiffpb.Task) Slot {
+	if t.GetSlot() != 0 {
+		return Slot{Number: t.GetSlot()}
+	}
+	return Slot{Node: t.GetNodeId()}
 }
 
 // object is what every stored kind has in common.

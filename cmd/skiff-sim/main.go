@@ -1,0 +1,329 @@
+// Command skiff-sim runs many simulated agents in one process, for scale
+// benchmarks. Each agent is a real agent.Run with its own data dir and its
+// own gRPC session to the managers; only the container engine is simulated
+// (agent/sim), so everything the managers see is what real agents would
+// send them.
+//
+//	skiff-sim --agents 1000 --managers 127.0.0.1:4242,127.0.0.2:4242,127.0.0.3:4242
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/skiffhq/skiff/agent"
+	"github.com/skiffhq/skiff/agent/sim"
+	"github.com/skiffhq/skiff/internal/logging"
+	skiffpb "github.com/skiffhq/skiff/proto"
+	"github.com/skiffhq/skiff/version"
+)
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "skiff-sim:", err)
+		os.Exit(1)
+	}
+}
+
+// config is skiff-sim's configuration.
+type config struct {
+	agents        int
+	namePrefix    string
+	managers      []string
+	cpus          float64
+	memory        string
+	dataDir       string
+	advertiseAddr string
+	metricsAddr   string
+	// startRate is how many agents start per second; 0 starts them all at
+	// once. A ramp keeps thousands of first registrations from arriving at
+	// the leader in the same instant, as they would not on real hosts.
+	startRate      float64
+	reportInterval time.Duration
+}
+
+func newCommand() *cobra.Command {
+	var cfg config
+	var logFormat, logLevel string
+	cmd := &cobra.Command{
+		Use:   "skiff-sim --agents N --managers HOST:PORT[,HOST:PORT...]",
+		Short: "Run simulated skiff agents for scale benchmarks",
+		Long: "Run N simulated agents in one process. Each holds its own session with the managers " +
+			"and runs its tasks in a simulated engine: tasks start at once and run until stopped.",
+		Version:       version.Version,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := logging.New(os.Stderr, logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return run(ctx, cfg, logger)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.agents, "agents", 1000, "number of simulated agents")
+	f.StringVar(&cfg.namePrefix, "name-prefix", "sim", "node names are this prefix and a zero-padded number")
+	f.StringSliceVar(&cfg.managers, "managers", nil, "API addresses (HOST:PORT) of the managers")
+	f.Float64Var(&cfg.cpus, "cpus", 4, "CPUs each simulated node reports")
+	f.StringVar(&cfg.memory, "memory", "8GiB", "memory each simulated node reports (e.g. 512MiB, 8GiB)")
+	f.StringVar(&cfg.dataDir, "data-dir", "", "directory for the agents' data dirs (default: a temporary one, removed on exit)")
+	f.StringVar(&cfg.advertiseAddr, "advertise-addr", "127.0.0.1", "address the simulated nodes report")
+	f.StringVar(&cfg.metricsAddr, "metrics-addr", "", "IP:PORT to serve Prometheus metrics and pprof on (off when empty)")
+	f.Float64Var(&cfg.startRate, "start-rate", 500, "agents started per second (0: all at once)")
+	f.DurationVar(&cfg.reportInterval, "report-interval", 10*time.Second, "how often to log progress and memory (0: never)")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&logLevel, "log-level", "warn", "log level: debug, info, warn or error")
+	return cmd
+}
+
+// run starts the agents and blocks until ctx ends and every agent stopped.
+func run(ctx context.Context, cfg config, logger *slog.Logger) error {
+	switch {
+	case cfg.agents <= 0:
+		return fmt.Errorf("--agents %d: give a positive number", cfg.agents)
+	case len(cfg.managers) == 0:
+		return errors.New("--managers is required: give the API addresses (HOST:PORT) of the managers")
+	case cfg.cpus <= 0:
+		return fmt.Errorf("--cpus %g: give a positive number", cfg.cpus)
+	}
+	memory, err := parseBytes(cfg.memory)
+	if err != nil {
+		return fmt.Errorf("--memory: %w", err)
+	}
+	// Every session is one TCP connection (a reconnect closes the old one
+	// first), plus files for logs, metrics and the agents' node-id writes.
+	if err := raiseFileLimit(uint64(cfg.agents + 512)); err != nil {
+		return err
+	}
+	dataDir := cfg.dataDir
+	if dataDir == "" {
+		dataDir, err = os.MkdirTemp("", "skiff-sim-")
+		if err != nil {
+			return fmt.Errorf("create a data dir: %w", err)
+		}
+		defer os.RemoveAll(dataDir)
+	}
+
+	resources := &skiffpb.Resources{NanoCpus: int64(math.Round(cfg.cpus * 1e9)), MemoryBytes: memory}
+	width := len(strconv.Itoa(cfg.agents))
+	// execs is filled in order as agents start; started says how much of it
+	// is set, so the metrics handler can read it while the ramp runs.
+	execs := make([]*sim.Executor, cfg.agents)
+	var started, failed atomic.Int64
+	if cfg.metricsAddr != "" {
+		srv, err := serveMetrics(cfg.metricsAddr, func() []*sim.Executor { return execs[:started.Load()] }, &started)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+
+	var wg sync.WaitGroup
+	var interval time.Duration
+	if cfg.startRate > 0 {
+		interval = time.Duration(float64(time.Second) / cfg.startRate)
+	}
+	tick := time.Now()
+	for i := 1; i <= cfg.agents && ctx.Err() == nil; i++ {
+		name := fmt.Sprintf("%s%0*d", cfg.namePrefix, width, i)
+		exec := sim.New(name)
+		exec.Resources = resources
+		execs[i-1] = exec
+		acfg := agent.Config{
+			Name:          name,
+			DataDir:       filepath.Join(dataDir, name),
+			AdvertiseAddr: cfg.advertiseAddr,
+			Managers:      cfg.managers,
+			NoGossip:      true,
+			Executor:      exec,
+			Logger:        logger.With("agent", name),
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := agent.Run(ctx, acfg); err != nil {
+				failed.Add(1)
+				logger.Error("simulated agent stopped", "agent", name, "error", err)
+			}
+		}()
+		started.Store(int64(i))
+		if interval > 0 {
+			tick = tick.Add(interval)
+			if d := time.Until(tick); d > 0 {
+				select {
+				case <-ctx.Done():
+				case <-time.After(d):
+				}
+			}
+		}
+	}
+	all := execs[:started.Load()]
+	logger.Info("simulated agents started", "agents", len(all), "data_dir", dataDir)
+
+	if cfg.reportInterval > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			report(ctx, cfg.reportInterval, logger, all, &failed)
+		}()
+	}
+	<-ctx.Done()
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		return fmt.Errorf("%d simulated agents failed; see the log", n)
+	}
+	return nil
+}
+
+// report logs how many tasks run and what the process costs per agent,
+// until ctx ends.
+func report(ctx context.Context, every time.Duration, logger *slog.Logger, execs []*sim.Executor, failed *atomic.Int64) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		running := 0
+		for _, e := range execs {
+			running += e.RunningCount()
+		}
+		rss, err := rssBytes()
+		if err != nil {
+			logger.Warn("read memory use", "error", err)
+		}
+		logger.Info("simulated agents", "agents", len(execs), "failed", failed.Load(), "tasks_running", running,
+			"rss_mib", rss>>20, "rss_kib_per_agent", rss/int64(len(execs))>>10)
+	}
+}
+
+// raiseFileLimit makes sure the process may hold need open files: it raises
+// the soft limit up to the hard one, and the hard one too if the process is
+// allowed to.
+func raiseFileLimit(need uint64) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("read the open file limit: %w", err)
+	}
+	if lim.Cur >= need {
+		return nil
+	}
+	want := lim
+	want.Cur = max(lim.Cur, min(need, lim.Max))
+	if lim.Max < need {
+		want.Cur, want.Max = need, need
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err == nil {
+		return nil
+	}
+	// Not allowed to raise the hard limit: take what there is, if enough.
+	want = syscall.Rlimit{Cur: lim.Max, Max: lim.Max}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+		return fmt.Errorf("raise the open file limit to %d: %w", lim.Max, err)
+	}
+	if lim.Max < need {
+		return fmt.Errorf("the open file limit is %d, and these agents need about %d: raise it (ulimit -Hn) or run fewer agents", lim.Max, need)
+	}
+	return nil
+}
+
+// rssBytes reads the process's resident set size from /proc.
+func rssBytes() (int64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("read /proc/self/status: %w", err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse VmRSS %q: %w", rest, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc/self/status")
+}
+
+// parseBytes reads a size such as 512MiB, 8GiB, 8G or 1048576.
+func parseBytes(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1},
+	}
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range units {
+		if rest, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(rest), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || v <= 0 || v*float64(mult) > math.MaxInt64 {
+		return 0, fmt.Errorf("%q is not a size: use a number with KiB, MiB, GiB or TiB", s)
+	}
+	return int64(v * float64(mult)), nil
+}
+
+// serveMetrics serves Prometheus metrics and pprof. execs returns the
+// executors started so far.
+func serveMetrics(addr string, execs func() []*sim.Executor, started *atomic.Int64) (*http.Server, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		prometheus.NewGoCollector(),
+		prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_sim_agents", Help: "Simulated agents started."},
+			func() float64 { return float64(started.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_sim_tasks_running", Help: "Tasks running across the simulated engines."},
+			func() float64 {
+				n := 0
+				for _, e := range execs() {
+					n += e.RunningCount()
+				}
+				return float64(n)
+			}),
+	)
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for metrics on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go s.Serve(lis)
+	return s, nil
+}

@@ -1,0 +1,190 @@
+package dispatcher
+
+import (
+	"context"
+	"sync"
+
+	"github.com/skiffhq/skiff/manager/state"
+	skiffpb "github.com/skiffhq/skiff/proto"
+)
+
+// hub follows the store once for every session and routes each change to
+// the feed of the node it concerns. Without it, every session would watch
+// the whole store and scan every event for its own node: with a thousand
+// agents a change would be looked at a thousand times, and the sessions'
+// watch buffers alone would hold hundreds of megabytes.
+type hub struct {
+	store *state.Store
+
+	mu    sync.Mutex
+	feeds map[string]map[*feed]struct{} // by node ID
+}
+
+func newHub(store *state.Store) *hub {
+	return &hub{store: store, feeds: map[string]map[*feed]struct{}{}}
+}
+
+// feed is what one session has yet to hear about its node: the latest
+// version of each task that changed, and of the node itself. It holds at
+// most one entry per task, so a session that is slow to send costs memory
+// bounded by its node's tasks, never a growing queue, and never falls
+// behind the way a store watch does.
+type feed struct {
+	nodeID string
+	// notify has room for one signal: "there is something to take".
+	notify chan struct{}
+
+	mu    sync.Mutex
+	tasks map[string]taskChange
+	node  *skiffpb.Node
+	// nodeIndex is the store index of node's event.
+	nodeIndex uint64
+	// resync says events were lost: the session must re-read its node.
+	resync bool
+}
+
+// taskChange is the latest event about one task.
+type taskChange struct {
+	task    *skiffpb.Task
+	deleted bool
+	index   uint64
+}
+
+// subscribe starts collecting changes for nodeID. The caller reads its view
+// of the store after subscribing, and ignores changes at or below that
+// view's index, so nothing falls between the view and the feed.
+func (h *hub) subscribe(nodeID string) *feed {
+	f := &feed{nodeID: nodeID, notify: make(chan struct{}, 1)}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	fs := h.feeds[nodeID]
+	if fs == nil {
+		fs = map[*feed]struct{}{}
+		h.feeds[nodeID] = fs
+	}
+	fs[f] = struct{}{}
+	return f
+}
+
+func (h *hub) unsubscribe(f *feed) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if fs := h.feeds[f.nodeID]; fs != nil {
+		delete(fs, f)
+		if len(fs) == 0 {
+			delete(h.feeds, f.nodeID)
+		}
+	}
+}
+
+// run routes the store's changes until ctx ends. ch is a watch the caller
+// opened before any session could subscribe, so no session misses a change
+// made after it took its view. When the watch is cut off (the hub fell
+// behind), the hub watches again and tells every feed to resync from the
+// store.
+func (h *hub) run(ctx context.Context, ch <-chan state.Batch, cancel func()) {
+	defer func() { cancel() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case b, ok := <-ch:
+			if !ok {
+				cancel()
+				ch, cancel = h.store.ViewAndWatch(nil)
+				h.resyncAll()
+				continue
+			}
+			h.route(b)
+		}
+	}
+}
+
+// route hands one batch's events to the feeds of the nodes they concern.
+func (h *hub) route(b state.Batch) {
+	byNode := map[string][]state.Event{}
+	for _, ev := range b.Events {
+		var nodeID string
+		switch o := ev.Object.(type) {
+		case *skiffpb.Task:
+			nodeID = o.GetNodeId()
+		case *skiffpb.Node:
+			nodeID = o.GetId()
+		}
+		if nodeID != "" {
+			byNode[nodeID] = append(byNode[nodeID], ev)
+		}
+	}
+	if len(byNode) == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for nodeID, events := range byNode {
+		for f := range h.feeds[nodeID] {
+			f.add(b.Index, events)
+		}
+	}
+}
+
+func (h *hub) resyncAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, fs := range h.feeds {
+		for f := range fs {
+			f.mu.Lock()
+			f.resync = true
+			f.tasks = nil
+			f.node = nil
+			f.mu.Unlock()
+			f.signal()
+		}
+	}
+}
+
+func (f *feed) add(index uint64, events []state.Event) {
+	f.mu.Lock()
+	for _, ev := range events {
+		switch o := ev.Object.(type) {
+		case *skiffpb.Task:
+			if f.tasks == nil {
+				f.tasks = map[string]taskChange{}
+			}
+			f.tasks[o.GetId()] = taskChange{task: o, deleted: ev.Deleted, index: index}
+		case *skiffpb.Node:
+			if !ev.Deleted {
+				f.node, f.nodeIndex = o, index
+			}
+		}
+	}
+	f.mu.Unlock()
+	f.signal()
+}
+
+func (f *feed) signal() {
+	select {
+	case f.notify <- struct{}{}:
+	default:
+	}
+}
+
+// take returns and clears what the feed collected, leaving out changes at
+// or below after: the session's view already holds them.
+func (f *feed) take(after uint64) (tasks []taskChange, node *skiffpb.Node, resync bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.tasks {
+		if c.index > after {
+			tasks = append(tasks, c)
+		}
+	}
+	// A fresh map rather than a cleared one: an idle session should not
+	// keep the buckets of its busiest moment.
+	f.tasks = nil
+	if f.node != nil && f.nodeIndex > after {
+		node = f.node
+	}
+	f.node = nil
+	resync, f.resync = f.resync, false
+	return tasks, node, resync
+}
