@@ -333,7 +333,8 @@ func (e *eventDelegate) notify(kind EventKind, n *memberlist.Node, alive bool) {
 	e.p.cfg.OnEvent(Event{Kind: kind, Member: m})
 }
 
-func (e *eventDelegate) NotifyJoin(n *memberlist.Node)   { e.notify(MemberJoined, n, true) }
+func (e *eventDelegate) NotifyJoin(n *memberlist.Node) { e.notify(MemberJoined, n, true) }
+
 // NotifyLeave tells a graceful leave from a death by the Leaving mark the
 // member gossiped before it left: a restarting agent leaves, and must not
 // have its node judged down for it.
