@@ -7,8 +7,10 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -56,7 +58,12 @@ func (f *forwarder) conn() (*grpc.ClientConn, error) {
 		// A forwarded reply is passed on whole, and a listing of a big
 		// cluster's tasks is far beyond gRPC's default 4 MiB: the limit is
 		// for the client that asked, not for this relay.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxForwardedMessage)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxForwardedMessage)),
+		// A leader that just died does not refuse connections, it drops
+		// them: without a short connect timeout (gRPC's default is 20 s) a
+		// call forwarded at that moment would hang instead of failing and
+		// being retried against the new leader.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: 2 * time.Second}))
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "connect to leader %s: %v", addr, err)
 	}
