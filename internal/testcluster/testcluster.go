@@ -76,6 +76,7 @@ func testLogger(t testing.TB) *slog.Logger {
 func New(t testing.TB, n int) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, agents: map[string]*simAgent{}}
+	t.Cleanup(c.Close)
 	dir := t.TempDir()
 	var seed string
 	for i := 1; i <= n; i++ {
@@ -106,9 +107,13 @@ func New(t testing.TB, n int) *Cluster {
 		if len(info.GetManagers()) != n {
 			return fmt.Errorf("%d of %d managers in the Raft configuration", len(info.GetManagers()), n)
 		}
+		// The leader writes the cluster's settings when it takes office;
+		// a test's first deploy needs them.
+		if info.GetClusterId() == "" {
+			return errors.New("the cluster is not initialised yet")
+		}
 		return nil
 	})
-	t.Cleanup(c.Close)
 	return c
 }
 

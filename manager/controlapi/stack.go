@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/skiffhq/skiff/manager/allocator"
@@ -87,6 +89,11 @@ func (s *Server) networkActions(tx state.ReadTx, spec *skiffpb.StackSpec) ([]*sk
 		if p, err := netip.ParsePrefix(n.GetSubnet()); err == nil {
 			usedSubnets = append(usedSubnets, p)
 		}
+	}
+	if tx.Cluster() == nil {
+		// A new leader of a new cluster writes the cluster's settings
+		// first thing; a deploy that comes before them can simply retry.
+		return nil, status.Error(codes.Unavailable, "the cluster is still being initialised; retry in a moment")
 	}
 	pool, err := allocator.ParsePool(tx.Cluster().GetDefaultAddrPool(), int(tx.Cluster().GetSubnetSize()))
 	if err != nil {

@@ -31,6 +31,9 @@ import (
 // Raft is what the dispatcher needs of the local Raft member.
 type Raft interface {
 	Propose(ctx context.Context, cmd *skiffpb.Command) (uint64, error)
+	// ProposeAsync enqueues cmd and returns a function that waits for its
+	// commit; commands enqueued in turn commit in that order.
+	ProposeAsync(ctx context.Context, cmd *skiffpb.Command) func() (uint64, error)
 	IsLeader() bool
 }
 
@@ -70,7 +73,7 @@ type Dispatcher struct {
 	running  context.Context
 	sessions map[string]*session // by node ID
 	lastSeen map[string]time.Time
-	statusQ  chan *skiffpb.TaskStatusUpdate
+	statuses *statusBuffer
 	// period is the heartbeat period agents are asked for this term; it
 	// only grows within a term (see heartbeatPeriodLocked).
 	period time.Duration
@@ -121,7 +124,7 @@ func New(cfg Config) *Dispatcher {
 // Run serves sessions for one leader term: it returns when ctx ends, after
 // closing every session so the agents go find the next leader.
 func (d *Dispatcher) Run(ctx context.Context) {
-	statusQ := make(chan *skiffpb.TaskStatusUpdate, 65536)
+	statuses := newStatusBuffer()
 	d.mu.Lock()
 	now := d.now()
 	// The hub watches before any session of this term can subscribe to it.
@@ -134,7 +137,7 @@ func (d *Dispatcher) Run(ctx context.Context) {
 		})
 	})
 	d.running = ctx
-	d.statusQ = statusQ
+	d.statuses = statuses
 	d.period = d.cfg.HeartbeatPeriod
 	d.nodesAtStart = nodes
 	d.heartbeatPeriodLocked()
@@ -144,7 +147,7 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	wg.Add(3)
 	go func() { defer wg.Done(); d.hub.run(ctx, changes, stopWatch) }()
 	go func() { defer wg.Done(); d.monitorNodes(ctx) }()
-	go func() { defer wg.Done(); d.batchStatuses(ctx, statusQ) }()
+	go func() { defer wg.Done(); d.batchStatuses(ctx, statuses) }()
 	<-ctx.Done()
 
 	d.mu.Lock()
@@ -338,7 +341,7 @@ func (d *Dispatcher) receive(ctx context.Context, s *session) error {
 		}
 		d.mu.Lock()
 		d.lastSeen[s.nodeID] = d.now()
-		q := d.statusQ
+		statuses := d.statuses
 		period := d.heartbeatPeriodLocked()
 		d.mu.Unlock()
 		// Any message shows the node alive, not only a heartbeat: an agent
@@ -348,19 +351,18 @@ func (d *Dispatcher) receive(ctx context.Context, s *session) error {
 		}
 		switch m := msg.GetMsg().(type) {
 		case *skiffpb.AgentMessage_Heartbeat:
-			if err := s.send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_HeartbeatAck{
+			// If another message is on its way to the agent, that message
+			// is the acknowledgement: waiting for it to get through (an
+			// agent slow to read holds it up) would stop this loop from
+			// reading the agent's next messages, and a node that does talk
+			// would be marked down for silence.
+			if err := s.trySend(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_HeartbeatAck{
 				HeartbeatAck: &skiffpb.HeartbeatAck{HeartbeatPeriod: int64(period)},
 			}}); err != nil {
 				return err
 			}
 		case *skiffpb.AgentMessage_Statuses:
-			for _, u := range d.ownUpdates(s.nodeID, m.Statuses.GetUpdates()) {
-				select {
-				case q <- u:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
+			statuses.put(d.ownUpdates(s.nodeID, m.Statuses.GetUpdates()))
 		}
 	}
 }
@@ -491,53 +493,6 @@ func (d *Dispatcher) markDown(ctx context.Context, ids []string, grace time.Dura
 	}
 }
 
-// statusBatchMax and statusBatchWait bound how many status reports one Raft
-// command carries and how long a report waits for company. Batching turns a
-// burst of thousands of reports into a few log entries.
-const (
-	statusBatchMax  = 4096
-	statusBatchWait = 10 * time.Millisecond
-)
-
-// batchStatuses commits the agents' task reports in batches.
-func (d *Dispatcher) batchStatuses(ctx context.Context, q <-chan *skiffpb.TaskStatusUpdate) {
-	var batch []*skiffpb.StoreAction
-	flush := func() {
-		if len(batch) == 0 {
-			return
-		}
-		if _, err := d.cfg.Raft.Propose(ctx, &skiffpb.Command{Actions: batch}); err != nil && ctx.Err() == nil {
-			// The agents report every task again when their session is
-			// re-established, so a lost batch is recovered, not forgotten.
-			d.logger.Error("commit task statuses", "count", len(batch), "error", err)
-		}
-		batch = nil
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case u := <-q:
-			batch = append(batch, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_TaskStatus{TaskStatus: u}})
-			timer := time.NewTimer(statusBatchWait)
-		fill:
-			for len(batch) < statusBatchMax {
-				select {
-				case u := <-q:
-					batch = append(batch, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_TaskStatus{TaskStatus: u}})
-				case <-timer.C:
-					break fill
-				case <-ctx.Done():
-					timer.Stop()
-					return
-				}
-			}
-			timer.Stop()
-			flush()
-		}
-	}
-}
-
 // session is one agent's stream.
 type session struct {
 	nodeID string
@@ -559,6 +514,19 @@ var errSessionClosed = status.Error(codes.Unavailable, "the session has ended")
 // the stream.
 func (s *session) send(m *skiffpb.ManagerMessage) error {
 	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.closed {
+		return errSessionClosed
+	}
+	return s.stream.Send(m)
+}
+
+// trySend sends m unless another send is in progress, in which case it
+// does nothing.
+func (s *session) trySend(m *skiffpb.ManagerMessage) error {
+	if !s.sendMu.TryLock() {
+		return nil
+	}
 	defer s.sendMu.Unlock()
 	if s.closed {
 		return errSessionClosed

@@ -26,6 +26,11 @@ func (f *fakeRaft) Propose(ctx context.Context, cmd *skiffpb.Command) (uint64, e
 	return f.index, f.store.Apply(f.index, cmd)
 }
 
+func (f *fakeRaft) ProposeAsync(ctx context.Context, cmd *skiffpb.Command) func() (uint64, error) {
+	idx, err := f.Propose(ctx, cmd)
+	return func() (uint64, error) { return idx, err }
+}
+
 func (f *fakeRaft) IsLeader() bool { return true }
 
 // nodeState reads a node's state.

@@ -231,24 +231,24 @@ func (d *dirtySet) markSlot(serviceID string, slot state.Slot) {
 // orchestrator re-read and re-sort every task of the service.
 func (o *Orchestrator) reconcile(ctx context.Context, dirty dirtySet) []wakeup {
 	p := &plan{now: o.now(), history: o.cfg.TaskHistory, updates: o.updates, ipam: o.cfg.IPAM}
+	full := dirty.services
 	o.store.View(func(tx state.ReadTx) {
+		p.networkByName = tx.NetworkByName
+		defer func() { p.networkByName = nil }()
 		tx.EachNode(func(n *skiffpb.Node) bool {
 			p.nodes = append(p.nodes, n)
 			return true
 		})
-		p.networkByName = tx.NetworkByName
 		services := tx.Services()
-		full := dirty.services
 		if dirty.all {
 			full = map[string]bool{}
 			for _, sv := range services {
 				full[sv.GetId()] = true
 			}
 			// Tasks whose service is gone must be shut down and deleted too.
-			tx.EachTask(func(t *skiffpb.Task) bool {
-				full[t.GetServiceId()] = true
-				return true
-			})
+			for _, id := range tx.ServicesWithTasks() {
+				full[id] = true
+			}
 		}
 		for nodeID := range dirty.nodes {
 			tx.EachTaskOfNode(nodeID, func(t *skiffpb.Task) bool {
@@ -262,15 +262,6 @@ func (o *Orchestrator) reconcile(ctx context.Context, dirty dirtySet) []wakeup {
 			}
 		}
 		p.meshAttachments(services)
-		for id := range full {
-			sv := tx.Service(id)
-			tasks := tx.TasksByService(id)
-			if sv == nil {
-				p.removed(tasks)
-				continue
-			}
-			p.service(sv, tasks)
-		}
 		for id, set := range dirty.slots {
 			if full[id] {
 				continue
@@ -288,6 +279,24 @@ func (o *Orchestrator) reconcile(ctx context.Context, dirty dirtySet) []wakeup {
 			}
 		}
 	})
+	// Whole services one at a time, each in a view of its own. A view holds
+	// the store's read lock, which Apply waits for, and every reader after
+	// it; one view of every service of a million tasks held it for seconds.
+	// Each service's reconcile stands on its own, so views taken a moment
+	// apart are as good as one.
+	for id := range full {
+		o.store.View(func(tx state.ReadTx) {
+			p.networkByName = tx.NetworkByName
+			defer func() { p.networkByName = nil }()
+			sv := tx.Service(id)
+			tasks := tx.TasksByService(id)
+			if sv == nil {
+				p.removed(tasks)
+				return
+			}
+			p.service(sv, tasks)
+		})
+	}
 	o.commit(ctx, p.actions)
 	return p.wakeups
 }

@@ -264,18 +264,29 @@ func (n *Node) Barrier(ctx context.Context) error {
 // returns the command's Raft index, or the store's verdict (for example
 // state.ErrVersionConflict), or ErrNotLeader or ErrNoQuorum.
 func (n *Node) Propose(ctx context.Context, cmd *skiffpb.Command) (uint64, error) {
+	return n.ProposeAsync(ctx, cmd)()
+}
+
+// ProposeAsync hands cmd to Raft and returns at once; the function it
+// returns waits for the commit and gives Propose's results. Commands
+// proposed one after another commit in that order, so a proposer can keep
+// several in flight, and Raft write them together, without losing their
+// order.
+func (n *Node) ProposeAsync(ctx context.Context, cmd *skiffpb.Command) func() (uint64, error) {
 	data, err := proto.Marshal(cmd)
 	if err != nil {
-		return 0, fmt.Errorf("encode command: %w", err)
+		return func() (uint64, error) { return 0, fmt.Errorf("encode command: %w", err) }
 	}
 	f := n.raft.Apply(data, timeout(ctx))
-	if err := f.Error(); err != nil {
-		return 0, n.mapErr("commit", err)
+	return func() (uint64, error) {
+		if err := f.Error(); err != nil {
+			return 0, n.mapErr("commit", err)
+		}
+		if err, ok := f.Response().(error); ok && err != nil {
+			return f.Index(), err
+		}
+		return f.Index(), nil
 	}
-	if err, ok := f.Response().(error); ok && err != nil {
-		return f.Index(), err
-	}
-	return f.Index(), nil
 }
 
 // mapErr turns hashicorp/raft's errors into the two a caller can act on.

@@ -54,6 +54,9 @@ type ReadTx interface {
 	EachTaskOfNode(nodeID string, fn func(*skiffpb.Task) bool)
 	// EachTaskOfService is EachTask for one service's tasks.
 	EachTaskOfService(serviceID string, fn func(*skiffpb.Task) bool)
+	// ServicesWithTasks lists the IDs of the services that have tasks,
+	// including services that are gone, in no particular order.
+	ServicesWithTasks() []string
 
 	// SpecOf returns the service spec a task runs, or nil when it is no
 	// longer known.
@@ -152,6 +155,14 @@ func (r readTx) EachTaskOfService(serviceID string, fn func(*skiffpb.Task) bool)
 			}
 		}
 	}
+}
+
+func (r readTx) ServicesWithTasks() []string {
+	out := make([]string, 0, len(r.s.tasksByService))
+	for id := range r.s.tasksByService {
+		out = append(out, id)
+	}
+	return out
 }
 
 func (r readTx) EachNode(fn func(*skiffpb.Node) bool) {

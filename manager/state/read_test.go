@@ -2,6 +2,7 @@ package state
 
 import (
 	"errors"
+	"sort"
 	"strings"
 	"testing"
 
@@ -175,6 +176,11 @@ func TestSlotsAndIterators(t *testing.T) {
 		tx.EachTaskOfService("sv1", func(tk *skiffpb.Task) bool { each = append(each, tk); return true })
 		if got, want := strings.Join(ids(sorted(each)), ","), strings.Join(ids(tx.TasksByService("sv1")), ","); got != want {
 			t.Errorf("EachTaskOfService = %s, TasksByService = %s", got, want)
+		}
+		withTasks := tx.ServicesWithTasks()
+		sort.Strings(withTasks)
+		if got := strings.Join(withTasks, ","); got != "sv1,sv2" {
+			t.Errorf("ServicesWithTasks = %s, want sv1,sv2", got)
 		}
 		var nodes []*skiffpb.Node
 		tx.EachNode(func(n *skiffpb.Node) bool { nodes = append(nodes, n); return true })

@@ -1,0 +1,151 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	skiffpb "github.com/skiffhq/skiff/proto"
+)
+
+// fakeStream is the agent's end of a session, in memory.
+type fakeStream struct {
+	mu   sync.Mutex
+	sent []*skiffpb.AgentMessage
+	recv chan *skiffpb.ManagerMessage
+}
+
+func (f *fakeStream) Send(m *skiffpb.AgentMessage) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sent = append(f.sent, m)
+	return nil
+}
+
+func (f *fakeStream) Recv() (*skiffpb.ManagerMessage, error) {
+	m, ok := <-f.recv
+	if !ok {
+		return nil, io.EOF
+	}
+	return m, nil
+}
+
+// count returns how many heartbeats and status messages were sent.
+func (f *fakeStream) count() (heartbeats, statuses int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, m := range f.sent {
+		switch {
+		case m.GetHeartbeat() != nil:
+			heartbeats++
+		case m.GetStatuses() != nil:
+			statuses++
+		}
+	}
+	return heartbeats, statuses
+}
+
+func testSession(t *testing.T, period time.Duration) (*agentSession, *fakeStream) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	a := &Agent{logger: slog.New(slog.DiscardHandler), worker: newWorker(ctx, nil, "h1", slog.New(slog.DiscardHandler))}
+	fs := &fakeStream{recv: make(chan *skiffpb.ManagerMessage, 16)}
+	s := &agentSession{a: a, stream: fs}
+	s.period.Store(int64(period))
+	s.lastAck.Store(time.Now().UnixNano())
+	return s, fs
+}
+
+// runSend runs the session's sender until the test ends.
+func runSend(t *testing.T, s *agentSession) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.send(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// TestHeartbeatsPauseWhileTrafficFlows: an agent that both hears from the
+// leader and sends to it within every period sends no heartbeats; one the
+// leader hears nothing from heartbeats again.
+func TestHeartbeatsPauseWhileTrafficFlows(t *testing.T) {
+	s, fs := testSession(t, 20*time.Millisecond)
+	runSend(t, s)
+	busy := time.Now().Add(200 * time.Millisecond)
+	for time.Now().Before(busy) {
+		now := time.Now().UnixNano()
+		s.lastAck.Store(now)
+		s.lastSent.Store(now)
+		time.Sleep(2 * time.Millisecond)
+	}
+	if hb, _ := fs.count(); hb != 0 {
+		t.Errorf("%d heartbeats while messages flowed both ways, want none", hb)
+	}
+	// The agent goes quiet; the leader still speaks.
+	quiet := time.Now().Add(200 * time.Millisecond)
+	for time.Now().Before(quiet) {
+		s.lastAck.Store(time.Now().UnixNano())
+		time.Sleep(2 * time.Millisecond)
+	}
+	if hb, _ := fs.count(); hb < 2 {
+		t.Errorf("%d heartbeats in 10 quiet periods, want several", hb)
+	}
+}
+
+// TestStatusesLinger: a task's quick succession of states goes to the
+// leader as one message carrying the last of them.
+func TestStatusesLinger(t *testing.T) {
+	s, fs := testSession(t, time.Hour)
+	runSend(t, s)
+	q := s.a.worker.reports
+	for _, st := range []skiffpb.TaskState{
+		skiffpb.TaskState_TASK_STATE_PREPARING, skiffpb.TaskState_TASK_STATE_STARTING, skiffpb.TaskState_TASK_STATE_RUNNING,
+	} {
+		q.put("t1", &skiffpb.TaskStatus{State: st})
+		time.Sleep(time.Millisecond)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, n := fs.count(); n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no status message")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(2 * statusLinger)
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	var updates []*skiffpb.TaskStatusUpdate
+	messages := 0
+	for _, m := range fs.sent {
+		if m.GetStatuses() != nil {
+			messages++
+			updates = append(updates, m.GetStatuses().GetUpdates()...)
+		}
+	}
+	if messages != 1 || len(updates) != 1 || updates[0].GetStatus().GetState() != skiffpb.TaskState_TASK_STATE_RUNNING {
+		t.Errorf("%d messages with %v, want one message with RUNNING", messages, updates)
+	}
+}
+
+// TestHeartbeatPeriodFollowsTheLeader: the period in an acknowledgement
+// replaces the one the session started with, as a leader with many nodes
+// stretches it.
+func TestHeartbeatPeriodFollowsTheLeader(t *testing.T) {
+	s, fs := testSession(t, 500*time.Millisecond)
+	fs.recv <- &skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_HeartbeatAck{HeartbeatAck: &skiffpb.HeartbeatAck{HeartbeatPeriod: int64(5 * time.Second)}}}
+	fs.recv <- &skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_HeartbeatAck{HeartbeatAck: &skiffpb.HeartbeatAck{}}}
+	close(fs.recv)
+	if err := s.receive(context.Background()); err != io.EOF {
+		t.Fatalf("receive: %v", err)
+	}
+	if got := time.Duration(s.period.Load()); got != 5*time.Second {
+		t.Errorf("period %s, want 5s (an acknowledgement without a period changes nothing)", got)
+	}
+}

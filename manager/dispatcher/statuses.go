@@ -1,0 +1,131 @@
+package dispatcher
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	skiffpb "github.com/skiffhq/skiff/proto"
+)
+
+// statusBuffer holds the agents' task reports that are not committed yet:
+// the latest per task. A session hands its reports over without waiting,
+// whatever Raft's backlog, so its receiver keeps reading the agent's
+// heartbeats and answering them; with a queue that blocked when full, a
+// burst of a million reports once left sessions unread for longer than the
+// grace, and healthy nodes were marked down. The memory it takes is bounded
+// by the number of tasks, not by the number of reports.
+type statusBuffer struct {
+	mu      sync.Mutex
+	pending map[string]*skiffpb.TaskStatusUpdate
+	// notify has room for one signal: "there is something to take".
+	notify chan struct{}
+}
+
+func newStatusBuffer() *statusBuffer {
+	return &statusBuffer{pending: map[string]*skiffpb.TaskStatusUpdate{}, notify: make(chan struct{}, 1)}
+}
+
+// put adds reports. A report of an earlier state than the one waiting for
+// the same task is dropped: it arrived late (from a session being replaced)
+// and Apply would drop it anyway.
+func (b *statusBuffer) put(us []*skiffpb.TaskStatusUpdate) {
+	if len(us) == 0 {
+		return
+	}
+	b.mu.Lock()
+	for _, u := range us {
+		if old, ok := b.pending[u.GetTaskId()]; ok && old.GetStatus().GetState() > u.GetStatus().GetState() {
+			continue
+		}
+		b.pending[u.GetTaskId()] = u
+	}
+	b.mu.Unlock()
+	select {
+	case b.notify <- struct{}{}:
+	default:
+	}
+}
+
+// take removes and returns up to max reports.
+func (b *statusBuffer) take(max int) []*skiffpb.TaskStatusUpdate {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]*skiffpb.TaskStatusUpdate, 0, min(max, len(b.pending)))
+	for id, u := range b.pending {
+		if len(out) == max {
+			break
+		}
+		out = append(out, u)
+		delete(b.pending, id)
+	}
+	return out
+}
+
+// statusBatchMax and statusBatchWait bound how many status reports one Raft
+// command carries and how long a report waits for company. Batching turns a
+// burst of thousands of reports into a few log entries.
+const (
+	statusBatchMax  = 4096
+	statusBatchWait = 10 * time.Millisecond
+)
+
+// statusPipeline is how many batches of reports may be in Raft at once.
+// One at a time, the batches' throughput was one batch per commit latency,
+// which under a large rollout fell behind the reports; in flight together,
+// Raft commits them in one disk write and their order is kept.
+const statusPipeline = 4
+
+// batchStatuses commits the agents' task reports in batches, until ctx
+// ends.
+func (d *Dispatcher) batchStatuses(ctx context.Context, buf *statusBuffer) {
+	inflight := make(chan struct{}, statusPipeline)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	linger := time.NewTimer(statusBatchWait)
+	linger.Stop()
+	defer linger.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-buf.notify:
+		}
+		// Let the rest of a burst arrive.
+		linger.Reset(statusBatchWait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-linger.C:
+		}
+		for {
+			batch := buf.take(statusBatchMax)
+			if len(batch) == 0 {
+				break
+			}
+			select {
+			case inflight <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			cmd := &skiffpb.Command{Actions: make([]*skiffpb.StoreAction, 0, len(batch))}
+			for _, u := range batch {
+				cmd.Actions = append(cmd.Actions, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_TaskStatus{TaskStatus: u}})
+			}
+			// Enqueued here, in order; waited for apart, so that the next
+			// batch can follow before this one is committed.
+			wait := d.cfg.Raft.ProposeAsync(ctx, cmd)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-inflight }()
+				if _, err := wait(); err != nil && ctx.Err() == nil {
+					// The agents report every task again when their session
+					// is re-established, so a lost batch is recovered, not
+					// forgotten.
+					d.logger.Error("commit task statuses", "count", len(batch), "error", err)
+				}
+			}()
+		}
+	}
+}
