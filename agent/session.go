@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
@@ -28,12 +30,14 @@ const missedAcks = 3
 // statusBatchMax bounds the task statuses one message carries.
 const statusBatchMax = 1024
 
-// statusLinger is how long the first of a burst of status changes waits for
-// the rest before they are sent together. A task passes through PREPARING
-// and STARTING to RUNNING in a few milliseconds when its image is present,
-// and an assignment of many tasks starts them all at once: without the
-// wait each change is a message of its own, and on a leader with
-// thousands of agents the messages, not the changes, are the cost.
+// statusLinger is the least time between two status messages. A change
+// that follows a quiet spell goes at once, so a task's RUNNING reaches the
+// leader without delay; changes that follow it closely wait for the rest of
+// their burst and go together. A task passes through PREPARING and STARTING
+// to RUNNING in a few milliseconds when its image is present, and an
+// assignment of many tasks starts them all at once: unpaced, each change
+// would be a message of its own, and on a leader with thousands of agents
+// the messages, not the changes, are the cost.
 const statusLinger = 20 * time.Millisecond
 
 // session runs one session with the manager at addr until it ends.
@@ -191,6 +195,10 @@ func (s *agentSession) send(ctx context.Context) error {
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	q := s.a.worker.reports
+	pace := rate.NewLimiter(rate.Every(statusLinger), 1)
+	linger := time.NewTimer(statusLinger)
+	linger.Stop()
+	defer linger.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -215,12 +223,13 @@ func (s *agentSession) send(ctx context.Context) error {
 				return err
 			}
 		case <-q.notify:
-			linger := time.NewTimer(statusLinger)
-			select {
-			case <-ctx.Done():
-				linger.Stop()
-				return ctx.Err()
-			case <-linger.C:
+			if d := pace.Reserve().Delay(); d > 0 {
+				linger.Reset(d)
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-linger.C:
+				}
 			}
 			for {
 				batch := q.take(statusBatchMax)

@@ -28,9 +28,9 @@ const (
 )
 
 // DefaultNetworkMode is the network mode of task containers unless the
-// Executor is told otherwise. Testbed engines run with --bridge=none, so the
-// engine's own default network may not exist; skiff's overlay plumbs task
-// networking itself.
+// Executor is told otherwise, or finds the engine has no default bridge (see
+// Executor.isolatedNetworkMode): skiff's overlay plumbs task networking
+// itself, into a namespace that has only a loopback.
 const DefaultNetworkMode = "none"
 
 // containerName names a task's container as swarm does, so that `docker ps`

@@ -87,18 +87,25 @@ func (e *Executor) plumb(ctx context.Context, containerID string, a *skiffpb.Ass
 	return nil
 }
 
-// remember keeps a networked task's assignment from Prepare for Start,
-// which plumbs it; forget drops it.
-func (e *Executor) remember(a *skiffpb.Assignment) {
+// prepared is what Prepare leaves for Start: the container it created, so
+// that Start need not look it up, and, for a networked task, the assignment
+// Start plumbs.
+type prepared struct {
+	containerID string
+	networked   *skiffpb.Assignment
+}
+
+// remember keeps what Prepare learnt of a task for Start; forget drops it.
+func (e *Executor) remember(taskID string, p prepared) {
 	e.pendingMu.Lock()
 	defer e.pendingMu.Unlock()
 	if e.pending == nil {
-		e.pending = map[string]*skiffpb.Assignment{}
+		e.pending = map[string]prepared{}
 	}
-	e.pending[a.GetTask().GetId()] = a
+	e.pending[taskID] = p
 }
 
-func (e *Executor) recall(taskID string) *skiffpb.Assignment {
+func (e *Executor) recall(taskID string) prepared {
 	e.pendingMu.Lock()
 	defer e.pendingMu.Unlock()
 	return e.pending[taskID]

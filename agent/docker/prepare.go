@@ -20,16 +20,17 @@ import (
 // task's container already exists. A failed pull is returned with the
 // engine's own words, for the agent to report as the task's rejection.
 func (e *Executor) Prepare(ctx context.Context, a *skiffpb.Assignment) error {
+	if err := e.ready(ctx); err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
 	cfg, host, err := containerConfig(a, e.node, e.networkMode())
 	if err != nil {
 		return fmt.Errorf("prepare: %w", err)
 	}
 	taskID := a.GetTask().GetId()
-	if _, ok, err := e.find(ctx, taskID); err != nil {
-		return err
-	} else if ok {
-		return nil
-	}
+	// No lookup first: the container's name is the task's, so the engine
+	// itself says when it exists (a conflict), and the common case, a new
+	// task, saves a listing of the node's containers.
 	img, err := e.ensureImage(ctx, cfg.Image)
 	if err != nil {
 		return fmt.Errorf("prepare task %s: %w", taskID, err)
@@ -37,17 +38,21 @@ func (e *Executor) Prepare(ctx context.Context, a *skiffpb.Assignment) error {
 	if err := e.ensureVolumes(ctx, a); err != nil {
 		return fmt.Errorf("prepare task %s: %w", taskID, err)
 	}
+	var netA *skiffpb.Assignment
 	if e.networked(a) {
 		if err := e.withInit(cfg, host, img, a); err != nil {
 			return fmt.Errorf("prepare task %s: %w", taskID, err)
 		}
-		e.remember(a)
+		netA = a
 	}
 	name := containerName(serviceName(a), e.node, a.GetTask().GetSlot(), taskID)
 	resp, err := e.client.ContainerCreate(ctx, cfg, host, nil, nil, name)
 	if cerrdefs.IsConflict(err) {
-		// The name is taken: a concurrent Prepare of the same task won.
+		// The name is taken: the task's container exists already (an
+		// earlier Prepare, before the agent restarted, or a concurrent
+		// one). Start looks up its state, since it may have run.
 		if _, ok, ferr := e.find(ctx, taskID); ferr == nil && ok {
+			e.remember(taskID, prepared{networked: netA})
 			return nil
 		}
 	}
@@ -57,6 +62,7 @@ func (e *Executor) Prepare(ctx context.Context, a *skiffpb.Assignment) error {
 	for _, w := range resp.Warnings {
 		e.log.Warn("engine warning on create", "task", taskID, "container", resp.ID, "warning", w)
 	}
+	e.remember(taskID, prepared{containerID: resp.ID, networked: netA})
 	e.log.Info("created container", "task", taskID, "container", resp.ID, "name", name, "image", cfg.Image)
 	return nil
 }

@@ -38,6 +38,9 @@ skiff	hostfail_s	1	4
 vxlan	tput_gbps	1	10
 skiff	tput_gbps	1	9.6
 swarm	leaderfail_call_s_failed	1	20.2
+skiff	agent_rss_idle_mib	1	25
+bare	start_ms	1	80
+skiff	start_ms	1	100
 `
 	res, err := readResults(strings.NewReader(in))
 	if err != nil {
@@ -51,6 +54,8 @@ swarm	leaderfail_call_s_failed	1	20.2
 		"| 4.00 s | 4.00 | swarm: – s | – | – | ≤ 3 s | **no** |",
 		"| 9.60 Gbit/s | 9.60 | vxlan: 10.00 Gbit/s | 10.00 | 0.96 | ≥ 0.95× vxlan | yes |",
 		"swarm: – s | –; failed: 20.20 |",
+		"| 25.0 MiB | 25.0 | – | – | – | ≤ 40 MiB | yes |",
+		"| 100 ms | 100 | bare: 80 ms | 80 | 1.25 | ≤ 1.2× bare | **no** |",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("summary lacks %q:\n%s", want, s)

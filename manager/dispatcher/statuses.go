@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
@@ -62,9 +64,10 @@ func (b *statusBuffer) take(max int) []*skiffpb.TaskStatusUpdate {
 	return out
 }
 
-// statusBatchMax and statusBatchWait bound how many status reports one Raft
-// command carries and how long a report waits for company. Batching turns a
-// burst of thousands of reports into a few log entries.
+// statusBatchMax bounds how many status reports one Raft command carries;
+// statusBatchWait is the least time between two commands. A report after a
+// quiet spell is proposed at once; reports that follow it closely wait for
+// company, so a burst of thousands becomes a few log entries.
 const (
 	statusBatchMax  = 4096
 	statusBatchWait = 10 * time.Millisecond
@@ -82,6 +85,7 @@ func (d *Dispatcher) batchStatuses(ctx context.Context, buf *statusBuffer) {
 	inflight := make(chan struct{}, statusPipeline)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	pace := rate.NewLimiter(rate.Every(statusBatchWait), 1)
 	linger := time.NewTimer(statusBatchWait)
 	linger.Stop()
 	defer linger.Stop()
@@ -91,12 +95,14 @@ func (d *Dispatcher) batchStatuses(ctx context.Context, buf *statusBuffer) {
 			return
 		case <-buf.notify:
 		}
-		// Let the rest of a burst arrive.
-		linger.Reset(statusBatchWait)
-		select {
-		case <-ctx.Done():
-			return
-		case <-linger.C:
+		if d := pace.Reserve().Delay(); d > 0 {
+			// Let the rest of a burst arrive.
+			linger.Reset(d)
+			select {
+			case <-ctx.Done():
+				return
+			case <-linger.C:
+			}
 		}
 		for {
 			batch := buf.take(statusBatchMax)
