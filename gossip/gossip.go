@@ -12,9 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -99,6 +101,21 @@ type Pool struct {
 	// meta is the encoded Meta memberlist advertises; it changes once, to
 	// mark the member as leaving.
 	meta atomic.Value
+
+	// members is the pool's own copy of the live members, by memberlist
+	// name, kept by the event delegate. memberlist's Members returns
+	// pointers into its state, which its goroutines rewrite under a lock
+	// callers cannot take; its events are delivered under that lock, so a
+	// copy made there is safe to read anywhere.
+	membersMu sync.Mutex
+	members   map[string]member
+}
+
+// member is a live member and where memberlist reaches it.
+type member struct {
+	Member
+	addr net.IP
+	port uint16
 }
 
 // memberName is the memberlist name of a member: its node name and role, since a
@@ -119,7 +136,7 @@ func Start(ctx context.Context, cfg Config) (*Pool, error) {
 	if len(meta) > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("gossip metadata is %d bytes, over memberlist's %d", len(meta), memberlist.MetaMaxSize)
 	}
-	p := &Pool{cfg: cfg, logger: logger}
+	p := &Pool{cfg: cfg, logger: logger, members: map[string]member{}}
 	p.meta.Store(meta)
 
 	mc := memberlist.DefaultLANConfig()
@@ -193,8 +210,8 @@ func (p *Pool) rejoinLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		alive := map[string]bool{}
-		for _, n := range p.ml.Members() {
-			alive[net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))] = true
+		for _, m := range p.snapshot() {
+			alive[net.JoinHostPort(m.addr.String(), strconv.Itoa(int(m.port)))] = true
 		}
 		var missing []string
 		for _, seed := range p.cfg.Join {
@@ -213,19 +230,37 @@ func (p *Pool) rejoinLoop(ctx context.Context) {
 
 // Members returns the live members, sorted by name and role.
 func (p *Pool) Members() []Member {
-	var out []Member
-	for _, n := range p.ml.Members() {
-		m, ok := decode(n)
-		if !ok {
-			continue
-		}
-		m.Alive = n.State == memberlist.StateAlive || n.State == memberlist.StateSuspect
-		out = append(out, m)
+	p.membersMu.Lock()
+	out := make([]Member, 0, len(p.members))
+	for _, m := range p.members {
+		out = append(out, m.Member)
 	}
+	p.membersMu.Unlock()
 	slices.SortFunc(out, func(a, b Member) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Role, b.Role))
 	})
 	return out
+}
+
+// remember and forget keep the pool's copy of the members; the event
+// delegate calls them under memberlist's lock (see Pool.members).
+func (p *Pool) remember(n *memberlist.Node, m Member) {
+	p.membersMu.Lock()
+	defer p.membersMu.Unlock()
+	p.members[n.Name] = member{Member: m, addr: slices.Clone(n.Addr), port: n.Port}
+}
+
+func (p *Pool) forget(n *memberlist.Node) {
+	p.membersMu.Lock()
+	defer p.membersMu.Unlock()
+	delete(p.members, n.Name)
+}
+
+// snapshot copies the members with their memberlist names.
+func (p *Pool) snapshot() map[string]member {
+	p.membersMu.Lock()
+	defer p.membersMu.Unlock()
+	return maps.Clone(p.members)
 }
 
 // ManagerAPIAddrs returns the API addresses of the live managers.
@@ -243,16 +278,13 @@ func (p *Pool) ManagerAPIAddrs() []string {
 // (UDP): the receivers' Delegate.NotifyMsg gets it, as with a broadcast.
 func (p *Pool) SendToAgents(msg []byte) {
 	self := p.ml.LocalNode().Name
-	for _, n := range p.ml.Members() {
-		if n.Name == self {
+	for name, m := range p.snapshot() {
+		if name == self || m.Role != RoleAgent {
 			continue
 		}
-		m, ok := decode(n)
-		if !ok || m.Role != RoleAgent {
-			continue
-		}
-		if err := p.ml.SendBestEffort(n, msg); err != nil {
-			p.logger.Debug("direct gossip send failed", "to", n.Name, "error", err)
+		to := &memberlist.Node{Name: name, Addr: m.addr, Port: m.port}
+		if err := p.ml.SendBestEffort(to, msg); err != nil {
+			p.logger.Debug("direct gossip send failed", "to", name, "error", err)
 		}
 	}
 }
@@ -322,15 +354,19 @@ func (d *metaDelegate) MergeRemoteState(buf []byte, join bool) {
 type eventDelegate struct{ p *Pool }
 
 func (e *eventDelegate) notify(kind EventKind, n *memberlist.Node, alive bool) {
-	if e.p.cfg.OnEvent == nil {
-		return
-	}
 	m, ok := decode(n)
 	if !ok {
 		return
 	}
 	m.Alive = alive
-	e.p.cfg.OnEvent(Event{Kind: kind, Member: m})
+	if alive {
+		e.p.remember(n, m)
+	} else {
+		e.p.forget(n)
+	}
+	if e.p.cfg.OnEvent != nil {
+		e.p.cfg.OnEvent(Event{Kind: kind, Member: m})
+	}
 }
 
 func (e *eventDelegate) NotifyJoin(n *memberlist.Node) { e.notify(MemberJoined, n, true) }

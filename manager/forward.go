@@ -71,6 +71,22 @@ func (f *forwarder) conn() (*grpc.ClientConn, error) {
 	return c, nil
 }
 
+// retain closes every connection but the one to keep (none when keep is
+// empty). A call forwarded to a leader that has since died would otherwise
+// wait on a connection whose packets vanish, until the client gives up,
+// long after a new leader could have taken it: closed, it fails at once
+// with Unavailable and the client tries again.
+func (f *forwarder) retain(keep string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for addr, c := range f.conns {
+		if addr != keep {
+			c.Close()
+			delete(f.conns, addr)
+		}
+	}
+}
+
 func (f *forwarder) close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -125,7 +141,7 @@ func (f *forwarder) unary(ctx context.Context, req any, info *grpc.UnaryServerIn
 		return nil, err
 	}
 	if err := c.Invoke(outgoing(ctx), info.FullMethod, req, reply); err != nil {
-		return nil, err
+		return nil, relayErr(ctx, err)
 	}
 	return reply, nil
 }
@@ -158,7 +174,7 @@ func (f *forwarder) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 	desc := &grpc.StreamDesc{StreamName: string(md.Name()), ServerStreams: true}
 	cs, err := c.NewStream(outgoing(ss.Context()), desc, info.FullMethod)
 	if err != nil {
-		return err
+		return relayErr(ss.Context(), err)
 	}
 	if err := cs.SendMsg(req); err != nil {
 		return err
@@ -175,12 +191,24 @@ func (f *forwarder) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
-			return err
+			return relayErr(ss.Context(), err)
 		}
 		if err := ss.SendMsg(reply); err != nil {
 			return err
 		}
 	}
+}
+
+// relayErr is the leader's answer as the client gets it, except when the
+// call died on the way while the client still waited: then the connection
+// to the leader was closed under it (see retain), which gRPC reports as
+// Canceled, and the client must hear Unavailable, the code it retries on
+// another manager.
+func relayErr(ctx context.Context, err error) error {
+	if ctx.Err() == nil && status.Code(err) == codes.Canceled {
+		return status.Error(codes.Unavailable, "the leader was lost while it handled this call, which may or may not have taken effect: check, and retry")
+	}
+	return err
 }
 
 func methodOf(fullMethod string) (protoreflect.MethodDescriptor, error) {

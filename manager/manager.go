@@ -243,6 +243,14 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); m.leadWhileLeader(runCtx) }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m.raft.ObserveLeader(runCtx, func() {
+			leader, _ := m.leaderAPIAddr() // none: close them all
+			fwd.retain(leader)
+		})
+	}()
 	logger.Info("manager started", "api", cfg.APIAddr(), "raft", node.Addr(), "bootstrap", fresh && len(cfg.Join) == 0)
 
 	var runErr error

@@ -202,6 +202,29 @@ func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 // State is the member's Raft state: Leader, Follower, Candidate or Shutdown.
 func (n *Node) State() string { return n.raft.State().String() }
 
+// ObserveLeader calls fn each time this member's view of the leader
+// changes (to another member, or to none during an election), from the
+// calling goroutine, until ctx ends. Raft drops observations a slow
+// observer has not taken; fn reads the leader afresh each time, so a
+// dropped one is covered by the next.
+func (n *Node) ObserveLeader(ctx context.Context, fn func()) {
+	ch := make(chan raft.Observation, 16)
+	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	n.raft.RegisterObserver(obs)
+	defer n.raft.DeregisterObserver(obs)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+			fn()
+		}
+	}
+}
+
 // LeaderCh delivers true when this member becomes leader and false when it
 // stops being leader. Only one consumer may read it.
 func (n *Node) LeaderCh() <-chan bool { return n.raft.LeaderCh() }
