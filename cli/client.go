@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+
+	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
 const (
@@ -29,6 +31,12 @@ const (
 	// of its own. Every Control API call answers quickly unless the cluster
 	// cannot commit, and then the user is better told than left waiting.
 	callTimeout = 30 * time.Second
+	// electionWait is how long a call that found no leader is retried: an
+	// election takes about a second, so a longer wait means quorum is
+	// lost, which the user is better told of.
+	electionWait = 5 * time.Second
+	// electionRetry is the pause between those tries.
+	electionRetry = 200 * time.Millisecond
 )
 
 // parseManagers splits --manager's comma-separated HOST:PORT list.
@@ -206,20 +214,46 @@ func isTimeout(err error) bool {
 
 // Invoke implements grpc.ClientConnInterface: the call goes to the first
 // manager that is up, and on to the next when one answers Unavailable (it
-// has no leader, or lost its connection to it).
+// has no leader, or lost its connection to it). When every manager that
+// answered had no leader to take the call (an election is under way), the
+// call was not applied anywhere, and it is sent again for up to
+// electionWait.
 func (f *failoverConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, callTimeout)
 		defer cancel()
 	}
+	var leaderless time.Time
+	for {
+		noLeader, err := f.invokeRound(ctx, method, args, reply, opts...)
+		if !noLeader {
+			return err
+		}
+		if leaderless.IsZero() {
+			leaderless = time.Now()
+		}
+		if time.Since(leaderless) >= electionWait {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(electionRetry):
+		}
+	}
+}
+
+// invokeRound tries each manager once. noLeader says the call failed only
+// because none had a leader, so it may be sent again as it is.
+func (f *failoverConn) invokeRound(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) (noLeader bool, err error) {
 	var tried []attempt
 	var answered error
 	for _, i := range f.order() {
 		c, err := f.ready(ctx, i)
 		if err != nil {
 			if ctx.Err() != nil {
-				return fromRPC(status.FromContextError(ctx.Err()).Err())
+				return false, fromRPC(status.FromContextError(ctx.Err()).Err())
 			}
 			tried = append(tried, attempt{addr: f.addrs[i], err: err})
 			continue
@@ -232,18 +266,20 @@ func (f *failoverConn) Invoke(ctx context.Context, method string, args, reply an
 		if status.Code(err) == codes.Unavailable && ctx.Err() == nil {
 			if transportFailure(c, err) {
 				tried = append(tried, attempt{addr: f.addrs[i], err: f.downReason(i, err)})
-			} else {
+			} else if answered == nil || skiffpb.IsNoLeader(answered) {
+				// An answer that may have taken effect is kept over
+				// one that surely did not.
 				answered = err
 			}
 			continue
 		}
 		f.settle(i)
-		return fromRPC(err)
+		return false, fromRPC(err)
 	}
 	if answered != nil {
-		return fromRPC(answered)
+		return skiffpb.IsNoLeader(answered), fromRPC(answered)
 	}
-	return &unreachableError{tried: tried}
+	return false, &unreachableError{tried: tried}
 }
 
 // NewStream implements grpc.ClientConnInterface. Only opening the stream

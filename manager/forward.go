@@ -19,7 +19,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
-	_ "github.com/skiffhq/skiff/proto" // registers the descriptors the forwarder looks up
+	// The import also registers the descriptors the forwarder looks up.
+	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
 // controlPrefix selects the calls a follower forwards: the whole Control
@@ -114,7 +115,7 @@ func (f *forwarder) shouldForward(ctx context.Context, method string) (bool, err
 		return false, nil
 	}
 	if md, ok := metadataFrom(ctx); ok && len(md.Get(forwardedHeader)) > 0 {
-		return false, status.Error(codes.Unavailable, "no leader: the manager this call was forwarded to is not the leader either; retry in a moment")
+		return false, skiffpb.NoLeaderError("no leader: the manager this call was forwarded to is not the leader either; retry in a moment")
 	}
 	return true, nil
 }

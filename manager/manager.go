@@ -410,7 +410,7 @@ func (m *Manager) joinVia(ctx context.Context, addr string) error {
 func (m *Manager) leaderAPIAddr() (string, error) {
 	_, id := m.raft.Leader()
 	if id == "" {
-		return "", status.Errorf(codes.Unavailable, "no leader: %s", m.quorumHint())
+		return "", skiffpb.NoLeaderError("no leader: " + m.quorumHint())
 	}
 	for _, mem := range m.pool.Members() {
 		if mem.Role == gossip.RoleManager && mem.Name == id && mem.APIAddr != "" {
@@ -437,7 +437,11 @@ func (m *Manager) quorumHint() string {
 			up++
 		}
 	}
-	return fmt.Sprintf("the cluster may have lost quorum (%d of %d managers reachable, %d needed); bring managers back", up, len(servers), len(servers)/2+1)
+	needed := len(servers)/2 + 1
+	if up >= needed {
+		return fmt.Sprintf("an election is under way (%d of %d managers reachable, %d needed); retry in a moment", up, len(servers), needed)
+	}
+	return fmt.Sprintf("the cluster may have lost quorum (%d of %d managers reachable, %d needed); bring managers back", up, len(servers), needed)
 }
 
 func (m *Manager) managerAPIAddrs() []string { return m.pool.ManagerAPIAddrs() }

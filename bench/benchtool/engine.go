@@ -18,17 +18,17 @@ import (
 // runEngine starts N containers on one Docker engine straight through its
 // API, -parallel at a time, and prints the seconds until all of them run.
 // It is the floor under any orchestrator's scale-up on that engine: no CLI
-// process per container, no scheduler, no network plumbing. With -pair each
-// task is two containers, as skiff runs them: a sandbox with network mode
-// none, then the app joining its namespace.
+// process per container, no scheduler, no network plumbing. -network-mode
+// picks the engine network mode: "none" joins the engine's null network, as
+// any container that joins a network does; "default" on an engine without a
+// default bridge joins none, as skiff's task containers there.
 func runEngine(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("engine-run", flag.ContinueOnError)
 	sock := fs.String("sock", "/var/run/docker.sock", "the engine's API socket")
-	n := fs.Int("n", 15, "containers (tasks, with -pair) to start")
+	n := fs.Int("n", 15, "containers to start")
 	parallel := fs.Int("parallel", 16, "API calls in flight")
 	image := fs.String("image", "skiff-test/web:latest", "the app's image")
-	pauseImage := fs.String("pause-image", "skiff-test/probe:latest", "the sandbox's image, with -pair")
-	pair := fs.Bool("pair", false, "start a sandbox container first, and the app in its network namespace")
+	mode := fs.String("network-mode", "none", "the containers' network mode")
 	prefix := fs.String("name", "bench-engine", "container name prefix")
 	cpus := fs.Float64("cpus", 0.1, "CPU limit of the app (as the tutorial's compose file)")
 	mem := fs.Int64("memory", 50<<20, "memory limit of the app in bytes")
@@ -48,17 +48,7 @@ func runEngine(args []string, out io.Writer) error {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			app := map[string]any{"NanoCpus": int64(*cpus * 1e9), "Memory": *mem, "NetworkMode": "none"}
-			if *pair {
-				id, err := e.run(ctx, fmt.Sprintf("%s-sb-%d", *prefix, i), *pauseImage, map[string]any{"NetworkMode": "none"})
-				if err != nil {
-					mu.Lock()
-					firstErr = cmp(firstErr, err)
-					mu.Unlock()
-					return
-				}
-				app["NetworkMode"] = "container:" + id
-			}
+			app := map[string]any{"NanoCpus": int64(*cpus * 1e9), "Memory": *mem, "NetworkMode": *mode}
 			if _, err := e.run(ctx, fmt.Sprintf("%s-%d", *prefix, i), *image, app); err != nil {
 				mu.Lock()
 				firstErr = cmp(firstErr, err)

@@ -5,7 +5,7 @@
 //	benchtool rtt ADDR [-n N] [-size B]      TCP round trips; prints µs figures
 //	benchtool plot -o FILE.png LABEL=FILE…   running tasks over time, as a PNG
 //	benchtool summary RESULTS.tsv            the results table, in Markdown
-//	benchtool engine-run -sock S [-n N] [-pair]
+//	benchtool engine-run -sock S [-n N] [-network-mode M]
 //	                                         start N containers on one engine
 //	                                         through its API; prints seconds
 //
@@ -29,7 +29,7 @@ var commands = map[string]command{
 	"rtt":        {"rtt ADDR [-n N] [-size BYTES] [-warmup N]", runRTT},
 	"plot":       {"plot -o FILE.png [-title T] LABEL=SERIES.tsv…", runPlot},
 	"summary":    {"summary RESULTS.tsv", runSummary},
-	"engine-run": {"engine-run -sock SOCKET [-n N] [-parallel P] [-pair] [-image IMG]", runEngine},
+	"engine-run": {"engine-run -sock SOCKET [-n N] [-parallel P] [-network-mode M] [-image IMG]", runEngine},
 }
 
 func main() {

@@ -37,19 +37,20 @@ import (
 
 // options are the benchmark's flags.
 type options struct {
-	bin       string
-	out       string
-	workDir   string
-	keep      bool
-	agents    int
-	tasks     int
-	services  int
-	budget    time.Duration
-	heartbeat time.Duration
-	startRate float64
-	profile   time.Duration
-	pollEvery time.Duration
-	quietWait time.Duration
+	bin         string
+	out         string
+	workDir     string
+	keep        bool
+	agents      int
+	tasks       int
+	services    int
+	budget      time.Duration
+	heartbeat   time.Duration
+	raftTimeout time.Duration
+	startRate   float64
+	profile     time.Duration
+	pollEvery   time.Duration
+	quietWait   time.Duration
 }
 
 func main() {
@@ -63,6 +64,7 @@ func main() {
 	flag.IntVar(&o.services, "services", 10, "services in the stack")
 	flag.DurationVar(&o.budget, "budget", 10*time.Minute, "how long to wait for every task to run before recording how far it got")
 	flag.DurationVar(&o.heartbeat, "heartbeat-period", 0, "agents' heartbeat period, passed to the managers (default: theirs)")
+	flag.DurationVar(&o.raftTimeout, "raft-timeout", 0, "the managers' Raft heartbeat and election timeouts (default: theirs)")
 	flag.Float64Var(&o.startRate, "start-rate", 1000, "simulated agents started per second")
 	flag.DurationVar(&o.profile, "profile", 30*time.Second, "length of the leader's CPU profile, taken from the deploy on (0: none)")
 	flag.DurationVar(&o.pollEvery, "poll", 250*time.Millisecond, "how often to count running tasks and sample memory")
@@ -171,6 +173,9 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 		}
 		if i > 0 {
 			args = append(args, "--join", net.JoinHostPort(managerAddrs[0], strconv.Itoa(gossipPort)))
+		}
+		if o.raftTimeout > 0 {
+			args = append(args, "--raft-heartbeat-timeout", o.raftTimeout.String(), "--raft-election-timeout", o.raftTimeout.String())
 		}
 		if o.heartbeat > 0 {
 			args = append(args, "--heartbeat-period", o.heartbeat.String())

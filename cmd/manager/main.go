@@ -72,6 +72,8 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.PprofAddr, "pprof-addr", "", "IP:PORT to serve Go's profiler (/debug/pprof/) on, for performance work (off when empty)")
 	f.DurationVar(&cfg.HeartbeatPeriod, "heartbeat-period", 0, "how often agents heartbeat (default 500ms)")
 	f.DurationVar(&cfg.DownGrace, "node-down-grace", 0, "how long a node may miss heartbeats before it is Down (default 4 heartbeats)")
+	f.DurationVar(&cfg.RaftHeartbeatTimeout, "raft-heartbeat-timeout", 0, "how long a follower waits for the leader before calling an election, and a leader for a quorum before stepping down (default 500ms; raise it on overloaded hosts)")
+	f.DurationVar(&cfg.RaftElectionTimeout, "raft-election-timeout", 0, "how long a candidate waits for votes (default 500ms)")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd

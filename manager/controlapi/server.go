@@ -101,7 +101,10 @@ func toStatus(err error) error {
 		return status.Error(codes.Aborted, err.Error()+"; retry the command")
 	case errors.Is(err, state.ErrNameConflict):
 		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, raftnode.ErrNotLeader), errors.Is(err, raftnode.ErrNoQuorum):
+	case errors.Is(err, raftnode.ErrNotLeader):
+		// Refused before it reached the log: safe to send again.
+		return skiffpb.NoLeaderError(err.Error())
+	case errors.Is(err, raftnode.ErrNoQuorum):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())

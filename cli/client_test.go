@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"context"
+	"net"
+	"sync/atomic"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	skiffpb "github.com/skiffhq/skiff/proto"
+)
+
+// scriptedManager answers ListNodes with the errors it is given, in turn,
+// then with success: a manager during an election, as the client sees it.
+type scriptedManager struct {
+	skiffpb.UnimplementedControlServer
+	errs  []error
+	calls atomic.Int32
+}
+
+func (m *scriptedManager) ListNodes(context.Context, *skiffpb.ListNodesRequest) (*skiffpb.ListNodesResponse, error) {
+	n := int(m.calls.Add(1)) - 1
+	if n < len(m.errs) {
+		return nil, m.errs[n]
+	}
+	return &skiffpb.ListNodesResponse{}, nil
+}
+
+// serve runs m on a loopback port until the test ends and returns its
+// address.
+func serve(t *testing.T, m *scriptedManager) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	skiffpb.RegisterControlServer(srv, m)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return lis.Addr().String()
+}
+
+func listNodes(t *testing.T, addrs ...string) error {
+	t.Helper()
+	conn := newFailoverConn(addrs)
+	t.Cleanup(conn.Close)
+	_, err := skiffpb.NewControlClient(conn).ListNodes(context.Background(), &skiffpb.ListNodesRequest{})
+	return err
+}
+
+// TestCallWaitsOutAnElection: while every manager answers that it has no
+// leader, the call was applied nowhere and is sent again; it succeeds once
+// a leader is elected.
+func TestCallWaitsOutAnElection(t *testing.T) {
+	noLeader := skiffpb.NoLeaderError("no leader: an election is under way")
+	a := &scriptedManager{errs: []error{noLeader, noLeader, noLeader}}
+	b := &scriptedManager{errs: []error{noLeader, noLeader}}
+	if err := listNodes(t, serve(t, a), serve(t, b)); err != nil {
+		t.Fatalf("call failed: %v", err)
+	}
+	if got := a.calls.Load() + b.calls.Load(); got < 4 {
+		t.Errorf("%d calls in all, want the refused ones sent again", got)
+	}
+}
+
+// TestCallThatMayHaveTakenEffectIsNotRepeated: an Unavailable without the
+// no-leader reason (the leader was lost while it handled the call) goes to
+// the next manager at most once, and is then the user's to check.
+func TestCallThatMayHaveTakenEffectIsNotRepeated(t *testing.T) {
+	lost := status.Error(codes.Unavailable, "the leader was lost while it handled this call")
+	a := &scriptedManager{errs: []error{lost, lost}}
+	b := &scriptedManager{errs: []error{lost, lost}}
+	err := listNodes(t, serve(t, a), serve(t, b))
+	if err == nil {
+		t.Fatal("call succeeded; want the lost leader reported")
+	}
+	if got := a.calls.Load() + b.calls.Load(); got != 2 {
+		t.Errorf("%d calls, want one per manager", got)
+	}
+}
