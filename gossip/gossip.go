@@ -109,6 +109,13 @@ type Pool struct {
 	// copy made there is safe to read anywhere.
 	membersMu sync.Mutex
 	members   map[string]member
+
+	// stop ends the join loops, which close loops when they return;
+	// shutdown makes Shutdown run once.
+	stop     context.CancelFunc
+	loops    chan struct{}
+	shutdown sync.Once
+	shutErr  error
 }
 
 // member is a live member and where memberlist reaches it.
@@ -133,10 +140,15 @@ func Start(ctx context.Context, cfg Config) (*Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode gossip metadata: %w", err)
 	}
-	if len(meta) > memberlist.MetaMaxSize {
-		return nil, fmt.Errorf("gossip metadata is %d bytes, over memberlist's %d", len(meta), memberlist.MetaMaxSize)
+	// The size that counts is the larger one Shutdown advertises, with the
+	// leaving mark: memberlist panics on metadata over its limit.
+	leaving := cfg.Meta
+	leaving.Leaving = true
+	if b, _ := json.Marshal(leaving); len(b) > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("gossip metadata is %d bytes, over memberlist's %d: shorten the node name or addresses", len(b), memberlist.MetaMaxSize)
 	}
-	p := &Pool{cfg: cfg, logger: logger, members: map[string]member{}}
+	ctx, stop := context.WithCancel(ctx)
+	p := &Pool{cfg: cfg, logger: logger, members: map[string]member{}, stop: stop, loops: make(chan struct{})}
 	p.meta.Store(meta)
 
 	mc := memberlist.DefaultLANConfig()
@@ -162,12 +174,16 @@ func Start(ctx context.Context, cfg Config) (*Pool, error) {
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		stop()
 		return nil, fmt.Errorf("start gossip on %s: %w", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Port)), err)
 	}
 	p.ml = ml
-	if len(cfg.Join) > 0 {
-		go p.joinLoop(ctx)
-	}
+	go func() {
+		defer close(p.loops)
+		if len(cfg.Join) > 0 {
+			p.joinLoop(ctx)
+		}
+	}()
 	return p, nil
 }
 
@@ -267,7 +283,7 @@ func (p *Pool) snapshot() map[string]member {
 func (p *Pool) ManagerAPIAddrs() []string {
 	var out []string
 	for _, m := range p.Members() {
-		if m.Role == RoleManager && m.Alive && m.APIAddr != "" {
+		if m.Role == RoleManager && m.Alive && !m.Leaving && m.APIAddr != "" {
 			out = append(out, m.APIAddr)
 		}
 	}
@@ -294,17 +310,25 @@ func (p *Pool) Memberlist() *memberlist.Memberlist { return p.ml }
 
 // Shutdown leaves the pool gracefully (so others need not wait for the
 // failure detector) and stops gossiping. It first marks the member as
-// leaving, so the others know it was not a failure.
+// leaving, so the others know it was not a failure. Calls after the first
+// return the first one's result.
 func (p *Pool) Shutdown(timeout time.Duration) error {
-	meta := p.cfg.Meta
-	meta.Leaving = true
-	var markErr error
-	if b, err := json.Marshal(meta); err == nil {
-		p.meta.Store(b)
-		markErr = p.ml.UpdateNode(timeout / 2)
-	}
-	leaveErr := p.ml.Leave(timeout)
-	return errors.Join(markErr, leaveErr, p.ml.Shutdown())
+	p.shutdown.Do(func() {
+		// The join loops first, so that none dials out from a pool that
+		// is going away.
+		p.stop()
+		<-p.loops
+		meta := p.cfg.Meta
+		meta.Leaving = true
+		var markErr error
+		if b, err := json.Marshal(meta); err == nil {
+			p.meta.Store(b)
+			markErr = p.ml.UpdateNode(timeout / 2)
+		}
+		leaveErr := p.ml.Leave(timeout)
+		p.shutErr = errors.Join(markErr, leaveErr, p.ml.Shutdown())
+	})
+	return p.shutErr
 }
 
 func decode(n *memberlist.Node) (Member, bool) {
