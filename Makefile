@@ -54,7 +54,8 @@ bench: deps build images
 
 # The scale benchmark without Docker: three managers and thousands of
 # simulated agents (bin/skiff-sim) on this machine, 100,000 and then
-# 1,000,000 tasks. It takes minutes, every CPU and several GiB of memory.
+# 1,000,000 tasks. It takes minutes, every CPU and ~14 GiB of memory;
+# make bench runs it too, after the testbed suite.
 bench-scale: build
 	bench/run scale
 

@@ -115,6 +115,9 @@ type result struct {
 	deployDuration time.Duration
 	// busyBefore is how busy the machine was before the run, in percent.
 	busyBefore int
+	// raftTimeout is the managers' Raft heartbeat and election timeout;
+	// zero for their default.
+	raftTimeout time.Duration
 }
 
 type milestone struct {
@@ -209,7 +212,7 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	}
 	logger.Info("managers are up")
 
-	res := result{agents: o.agents, tasks: o.tasks, busyBefore: busy}
+	res := result{agents: o.agents, tasks: o.tasks, busyBefore: busy, raftTimeout: o.raftTimeout}
 	simStart := time.Now()
 	simArgs := []string{
 		"--agents", strconv.Itoa(o.agents), "--managers", strings.Join(managerAPI, ","),
@@ -674,8 +677,8 @@ func cpuTime(pid int) time.Duration {
 	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
-const tableHeader = `| agents | tasks | nodes Ready after | deploy → all RUNNING | running at end | 50% / 90% RUNNING | leader peak RSS | follower peak RSS | skiff-sim peak RSS (per agent) | leader CPU | skiff-sim CPU | machine busy before |
-|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+const tableHeader = `| agents | tasks | Raft timeouts | nodes Ready after | deploy → all RUNNING | running at end | 50% / 90% RUNNING | leader peak RSS | follower peak RSS | skiff-sim peak RSS (per agent) | leader CPU | skiff-sim CPU | machine busy before |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 `
 
 // appendRow adds the result to the markdown table in path, creating the
@@ -712,8 +715,12 @@ func row(r result) string {
 			marks[m.percent] = secs(m.at)
 		}
 	}
-	return fmt.Sprintf("| %d | %d | %s | %s | %d (%.1f%%) at %s | %s / %s | %s | %s | %s (%s) | %s | %s | %d%% |",
-		r.agents, r.tasks, secs(r.registered), converged, r.running, 100*float64(r.running)/float64(r.tasks), secs(r.at),
+	raft := "500ms (default)"
+	if r.raftTimeout > 0 {
+		raft = r.raftTimeout.String()
+	}
+	return fmt.Sprintf("| %d | %d | %s | %s | %s | %d (%.1f%%) at %s | %s / %s | %s | %s | %s (%s) | %s | %s | %d%% |",
+		r.agents, r.tasks, raft, secs(r.registered), converged, r.running, 100*float64(r.running)/float64(r.tasks), secs(r.at),
 		marks[50], marks[90], mib(r.leaderPeakRSS), mib(r.otherPeakRSS),
 		mib(r.simPeakRSS), kib(r.simPeakRSS/int64(r.agents)), secs(r.leaderCPU), secs(r.simCPU), r.busyBefore)
 }
