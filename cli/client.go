@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -212,22 +213,33 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// idempotent marks a call that may be sent again after it was cut off
+// mid-flight, when it may or may not have taken effect, because applying it
+// twice is the same as applying it once: setting a service's replicas,
+// deploying a stack's spec.
+func idempotent() grpc.CallOption { return idempotentOption{} }
+
+type idempotentOption struct{ grpc.EmptyCallOption }
+
 // Invoke implements grpc.ClientConnInterface: the call goes to the first
 // manager that is up, and on to the next when one answers Unavailable (it
 // has no leader, or lost its connection to it). When every manager that
 // answered had no leader to take the call (an election is under way), the
 // call was not applied anywhere, and it is sent again for up to
-// electionWait.
+// electionWait; an idempotent call is also sent again when it was cut off
+// with the leader.
 func (f *failoverConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, callTimeout)
 		defer cancel()
 	}
+	repeatable := slices.ContainsFunc(opts, func(o grpc.CallOption) bool { _, ok := o.(idempotentOption); return ok })
 	var leaderless time.Time
 	for {
 		noLeader, err := f.invokeRound(ctx, method, args, reply, opts...)
-		if !noLeader {
+		cutOff := repeatable && err != nil && !noLeader && isAnsweredUnavailable(err)
+		if !noLeader && !cutOff {
 			return err
 		}
 		if leaderless.IsZero() {
@@ -242,6 +254,13 @@ func (f *failoverConn) Invoke(ctx context.Context, method string, args, reply an
 		case <-time.After(electionRetry):
 		}
 	}
+}
+
+// isAnsweredUnavailable: a manager answered Unavailable (rather than none
+// being reachable).
+func isAnsweredUnavailable(err error) bool {
+	var ae *apiError
+	return errors.As(err, &ae) && ae.code == codes.Unavailable
 }
 
 // invokeRound tries each manager once. noLeader says the call failed only

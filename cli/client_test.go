@@ -82,3 +82,21 @@ func TestCallThatMayHaveTakenEffectIsNotRepeated(t *testing.T) {
 		t.Errorf("%d calls, want one per manager", got)
 	}
 }
+
+// TestIdempotentCallIsRepeatedAfterACutOff: a call that applying twice
+// cannot harm (a scale, a deploy) is sent again when it was cut off with the
+// leader, until one succeeds.
+func TestIdempotentCallIsRepeatedAfterACutOff(t *testing.T) {
+	lost := status.Error(codes.Unavailable, "the leader was lost while it handled this call")
+	a := &scriptedManager{errs: []error{lost, lost}}
+	b := &scriptedManager{errs: []error{lost}}
+	conn := newFailoverConn([]string{serve(t, a), serve(t, b)})
+	t.Cleanup(conn.Close)
+	_, err := skiffpb.NewControlClient(conn).ListNodes(context.Background(), &skiffpb.ListNodesRequest{}, idempotent())
+	if err != nil {
+		t.Fatalf("call failed: %v", err)
+	}
+	if got := a.calls.Load() + b.calls.Load(); got < 3 {
+		t.Errorf("%d calls, want the cut-off ones sent again", got)
+	}
+}

@@ -211,7 +211,7 @@ func (a *app) serviceScaleCommand() *cobra.Command {
 			changed := map[string]uint64{}
 			var updated []*skiffpb.Service
 			for _, s := range scales {
-				resp, err := ctl.UpdateService(cmd.Context(), &skiffpb.UpdateServiceRequest{Service: s.service, Replicas: &s.replicas})
+				resp, err := ctl.UpdateService(cmd.Context(), &skiffpb.UpdateServiceRequest{Service: s.service, Replicas: &s.replicas}, idempotent())
 				if err != nil {
 					return err
 				}

@@ -57,7 +57,7 @@ func (a *app) stackDeployCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			resp, err := ctl.DeployStack(cmd.Context(), &skiffpb.DeployStackRequest{Spec: spec, Prune: prune})
+			resp, err := ctl.DeployStack(cmd.Context(), &skiffpb.DeployStackRequest{Spec: spec, Prune: prune}, idempotent())
 			if err != nil {
 				return err
 			}
