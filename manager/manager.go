@@ -410,6 +410,9 @@ func (m *Manager) joinVia(ctx context.Context, addr string) error {
 func (m *Manager) leaderAPIAddr() (string, error) {
 	_, id := m.raft.Leader()
 	if id == "" {
+		if err := m.raft.StorageError(); err != nil {
+			return "", controlapi.StorageStatus(fmt.Errorf("no leader: %w", err))
+		}
 		return "", skiffpb.NoLeaderError("no leader: " + m.quorumHint())
 	}
 	for _, mem := range m.pool.Members() {

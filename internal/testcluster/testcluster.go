@@ -75,9 +75,15 @@ func testLogger(t testing.TB) *slog.Logger {
 // cluster stops when the test or benchmark ends, or at Close.
 func New(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return NewIn(t, n, t.TempDir())
+}
+
+// NewIn is New with the managers' data dirs under dir, for a test that
+// needs them on a file system of its own.
+func NewIn(t testing.TB, n int, dir string) *Cluster {
+	t.Helper()
 	c := &Cluster{t: t, agents: map[string]*simAgent{}}
 	t.Cleanup(c.Close)
-	dir := t.TempDir()
 	var seed string
 	for i := 1; i <= n; i++ {
 		name := "m" + strconv.Itoa(i)

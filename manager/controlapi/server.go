@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -101,6 +102,8 @@ func toStatus(err error) error {
 		return status.Error(codes.Aborted, err.Error()+"; retry the command")
 	case errors.Is(err, state.ErrNameConflict):
 		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, raftnode.ErrStorage):
+		return storageStatus(err)
 	case errors.Is(err, raftnode.ErrNotLeader):
 		// Refused before it reached the log: safe to send again.
 		return skiffpb.NoLeaderError(err.Error())
@@ -114,6 +117,18 @@ func toStatus(err error) error {
 		return status.Error(codes.Internal, err.Error())
 	}
 }
+
+// storageStatus is the status of a call that failed because a manager's
+// disk did: ResourceExhausted when it is full, Unavailable otherwise.
+func storageStatus(err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return status.Error(codes.ResourceExhausted, err.Error())
+	}
+	return status.Error(codes.Unavailable, err.Error())
+}
+
+// StorageStatus is storageStatus for the manager's own answers.
+func StorageStatus(err error) error { return storageStatus(err) }
 
 func invalid(format string, args ...any) error {
 	return status.Errorf(codes.InvalidArgument, format, args...)

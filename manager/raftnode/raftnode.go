@@ -101,6 +101,7 @@ type Node struct {
 	store     *state.Store
 	logStore  *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
+	storage   *storageWatch
 }
 
 // Open starts a Raft member that applies committed commands to store.
@@ -126,7 +127,8 @@ func Open(cfg Config, store *state.Store) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open raft log %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
 	}
-	cached, err := raft.NewLogCache(512, logStore)
+	storage := &storageWatch{}
+	cached, err := raft.NewLogCache(512, watchedLog{LogStore: logStore, w: storage})
 	if err != nil {
 		logStore.Close()
 		return nil, fmt.Errorf("create raft log cache: %w", err)
@@ -147,13 +149,14 @@ func Open(cfg Config, store *state.Store) (*Node, error) {
 		return nil, fmt.Errorf("listen for raft on %s: %w", cfg.BindAddr, err)
 	}
 
-	n := &Node{cfg: cfg, store: store, logStore: logStore, transport: transport}
-	existing, err := raft.HasExistingState(cached, logStore, snaps)
+	n := &Node{cfg: cfg, store: store, logStore: logStore, transport: transport, storage: storage}
+	stable := watchedStable{StableStore: logStore, w: storage}
+	existing, err := raft.HasExistingState(cached, stable, snaps)
 	if err != nil {
 		n.closeStores()
 		return nil, fmt.Errorf("inspect raft state: %w", err)
 	}
-	r, err := raft.NewRaft(rc, &fsm{store: store}, cached, logStore, snaps, transport)
+	r, err := raft.NewRaft(rc, &fsm{store: store}, cached, stable, snaps, transport)
 	if err != nil {
 		n.closeStores()
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -317,6 +320,9 @@ func (n *Node) mapErr(what string, err error) error {
 	switch {
 	case err == nil:
 		return nil
+	case n.storage.failure() != nil:
+		// The commit failed, or leadership went, because the disk did.
+		return fmt.Errorf("%s: %w", what, n.StorageError())
 	case errors.Is(err, raft.ErrNotLeader):
 		return fmt.Errorf("%s: %w", what, ErrNotLeader)
 	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrEnqueueTimeout),
