@@ -31,12 +31,18 @@
 // # Balancing
 //
 // Each published port keeps a round-robin counter. A new TCP connection tries
-// the backend the counter points at; if that one fails to connect within
-// DialTimeout it tries the others, in an order that also rotates, so a dead
+// the backend the counter points at; if that one refuses, or has not
+// answered within HedgeDelay, it tries the next beside it (each attempt
+// bounded by DialTimeout), in an order that also rotates, so a dead
 // backend's share is spread evenly over the rest instead of doubling its
-// neighbour's. A backend that failed is tried after the healthy ones for
-// HoldDown, so one dead task (or host) does not cost every new connection a
-// dial timeout. If no backend connects, the client connection is reset.
+// neighbour's. The first attempt to connect wins and the others are
+// abandoned. A task on a host that just died drops the SYN rather than
+// refusing it, and until gossip declares the host dead (a second or more)
+// the hedge is what keeps that from costing a client a whole DialTimeout: it
+// costs HedgeDelay, the way Happy Eyeballs (RFC 8305) races addresses. A
+// backend that failed, or was still silent when another answered, is tried
+// after the healthy ones for HoldDown. If no backend connects, the client
+// connection is reset.
 // Established connections stay where they are when the backend set changes,
 // as with IPVS: one to a task that went away ends with the task's socket, or
 // when TCP keepalive gives up on a dead host.
@@ -64,6 +70,7 @@ import (
 // Defaults for the zero values of Config.
 const (
 	DefaultDialTimeout    = 2 * time.Second
+	DefaultHedgeDelay     = 250 * time.Millisecond
 	DefaultHoldDown       = 5 * time.Second
 	DefaultUDPIdleTimeout = 30 * time.Second // conntrack's nf_conntrack_udp_timeout
 	DefaultMaxUDPFlows    = 1024
@@ -137,6 +144,10 @@ type Config struct {
 	// DialTimeout bounds each TCP connection attempt to one backend
 	// (DefaultDialTimeout if zero).
 	DialTimeout time.Duration
+	// HedgeDelay is how long a TCP connection attempt may go unanswered
+	// before the next backend is tried beside it (DefaultHedgeDelay if
+	// zero; negative disables, so that backends are tried one at a time).
+	HedgeDelay time.Duration
 	// HoldDown is how long a backend that failed (a TCP dial, or ICMP
 	// port-unreachable for UDP) is tried only after the others
 	// (DefaultHoldDown if zero; negative disables).
@@ -214,6 +225,9 @@ func New(cfg Config) *Mesh {
 	}
 	if cfg.HoldDown == 0 {
 		cfg.HoldDown = DefaultHoldDown
+	}
+	if cfg.HedgeDelay == 0 {
+		cfg.HedgeDelay = DefaultHedgeDelay
 	}
 	if cfg.UDPIdleTimeout <= 0 {
 		cfg.UDPIdleTimeout = DefaultUDPIdleTimeout

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net"
 	"net/netip"
 	"sync"
@@ -123,27 +124,82 @@ func (s *tcpServer) handle(client *net.TCPConn) {
 	s.stats.out.Add(uint64(out))
 }
 
-// dial connects to a backend of r, trying each in the balancer's order
-// until one answers within DialTimeout.
+// dial connects to a backend of r: the balancer's first choice, then,
+// whenever the latest attempt has been silent for HedgeDelay or one fails,
+// the next beside those still trying. The first to connect wins; see the
+// package doc.
 func (s *tcpServer) dial(r *route) (*net.TCPConn, error) {
 	backends := s.m.cfg.Backends(r.service)
 	if len(backends) == 0 {
 		return nil, errNoBackends
 	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
 	d := net.Dialer{Timeout: s.m.cfg.DialTimeout}
+	type attempt struct {
+		ap  netip.AddrPort
+		c   net.Conn
+		err error
+	}
+	results := make(chan attempt, len(backends))
+	next, stop := iter.Pull(s.candidates(backends, r.target))
+	defer stop()
+	pending := map[netip.AddrPort]bool{}
+	launch := func() bool {
+		ap, ok := next()
+		if !ok {
+			return false
+		}
+		pending[ap] = true
+		go func() {
+			c, err := d.DialContext(ctx, "tcp", ap.String())
+			results <- attempt{ap, c, err}
+		}()
+		return true
+	}
+	launch()
+	hedge := time.NewTimer(s.m.cfg.HedgeDelay)
+	defer hedge.Stop()
+	if s.m.cfg.HedgeDelay < 0 {
+		hedge.Stop()
+	}
 	var errs []error
-	for ap := range s.candidates(backends, r.target) {
-		c, err := d.DialContext(s.ctx, "tcp", ap.String())
-		if err == nil {
-			s.m.holds.release(ap)
-			return c.(*net.TCPConn), nil
+	for len(pending) > 0 {
+		select {
+		case a := <-results:
+			delete(pending, a.ap)
+			if a.err == nil {
+				s.m.holds.release(a.ap)
+				// Those still trying were silent for a HedgeDelay at
+				// least: treat them as failed, and close any that
+				// connect after all.
+				for ap := range pending {
+					s.stats.dialFailures.Add(1)
+					s.m.holds.fail(ap)
+				}
+				if n := len(pending); n > 0 {
+					s.wg.Go(func() {
+						for range n {
+							if late := <-results; late.c != nil {
+								late.c.Close()
+							}
+						}
+					})
+				}
+				return a.c.(*net.TCPConn), nil
+			}
+			if s.ctx.Err() != nil {
+				return nil, context.Cause(s.ctx)
+			}
+			s.stats.dialFailures.Add(1)
+			s.m.holds.fail(a.ap)
+			errs = append(errs, a.err)
+			launch()
+		case <-hedge.C:
+			if launch() {
+				hedge.Reset(s.m.cfg.HedgeDelay)
+			}
 		}
-		if s.ctx.Err() != nil {
-			return nil, context.Cause(s.ctx)
-		}
-		s.stats.dialFailures.Add(1)
-		s.m.holds.fail(ap)
-		errs = append(errs, err)
 	}
 	return nil, fmt.Errorf("none of %d tasks reachable: %w", len(backends), errors.Join(errs...))
 }

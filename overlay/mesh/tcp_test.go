@@ -73,14 +73,15 @@ func TestTCPSkipsRefusingBackend(t *testing.T) {
 	}
 }
 
-// TestTCPSkipsBackendPastDialTimeout: a backend that does not answer at all,
-// like a task on a host that died, costs one DialTimeout, then is held down.
+// TestTCPSkipsBackendPastDialTimeout: without hedging, a backend that does
+// not answer at all, like a task on a host that died, costs one
+// DialTimeout, then is held down.
 func TestTCPSkipsBackendPastDialTimeout(t *testing.T) {
 	servers := startTCP(t, 2, identity)
 	servers.stop(0)
 	stuckListener(t, netip.AddrPortFrom(servers.addrs[0], servers.port))
 	const dialTimeout = 300 * time.Millisecond
-	m, _, addr := tcpSetup(t, Config{DialTimeout: dialTimeout, HoldDown: time.Hour}, servers)
+	m, _, addr := tcpSetup(t, Config{DialTimeout: dialTimeout, HedgeDelay: -1, HoldDown: time.Hour}, servers)
 
 	start := time.Now()
 	if got, want := ask(t, addr), servers.addrs[1].String(); got != want {
@@ -96,6 +97,33 @@ func TestTCPSkipsBackendPastDialTimeout(t *testing.T) {
 	}
 	if got := portStats(t, m, "tcp", addr.Port()).dialFailures.Load(); got != 1 {
 		t.Errorf("dial failures = %d, want 1", got)
+	}
+}
+
+// TestTCPHedgesPastASilentBackend: with hedging, a silent backend costs the
+// first connection a HedgeDelay, not a DialTimeout, and is then held down.
+func TestTCPHedgesPastASilentBackend(t *testing.T) {
+	servers := startTCP(t, 2, identity)
+	servers.stop(0)
+	stuckListener(t, netip.AddrPortFrom(servers.addrs[0], servers.port))
+	const dialTimeout = time.Minute
+	m, _, addr := tcpSetup(t, Config{DialTimeout: dialTimeout, HedgeDelay: 50 * time.Millisecond, HoldDown: time.Hour}, servers)
+
+	start := time.Now()
+	if got, want := ask(t, addr), servers.addrs[1].String(); got != want {
+		t.Fatalf("answered by %q, want %q", got, want)
+	}
+	// Far below the dial timeout, however slow the machine.
+	if d := time.Since(start); d > dialTimeout/2 {
+		t.Errorf("answered in %v: the silent backend's dial was waited out", d)
+	}
+	for range 4 {
+		if got, want := ask(t, addr), servers.addrs[1].String(); got != want {
+			t.Fatalf("answered by %q, want %q", got, want)
+		}
+	}
+	if got := portStats(t, m, "tcp", addr.Port()).dialFailures.Load(); got != 1 {
+		t.Errorf("dial failures = %d, want 1 (the silent backend, then held down)", got)
 	}
 }
 
