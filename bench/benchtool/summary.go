@@ -110,7 +110,10 @@ func writeSummary(out io.Writer, res results) {
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "| path | throughput Gbit/s | runs | iperf3 inside the containers, Gbit/s | runs | RTT µs (median of each run's median) | runs | RTT p99 µs |")
 	fmt.Fprintln(out, "| --- | --- | --- | --- | --- | --- | --- | --- |")
-	for _, sys := range []string{"underlay", "vxlan", "skiff", "swarm"} {
+	for _, sys := range []string{"underlay", "vxlan", "skiff", "swarm", "underlay-9000", "vxlan-9000", "skiff-9000"} {
+		if len(res[sys]) == 0 && strings.HasSuffix(sys, "-9000") {
+			continue
+		}
 		t, e, r, p := res[sys]["tput_gbps"], res[sys]["tput_exec_gbps"], res[sys]["rtt_us"], res[sys]["rtt_p99_us"]
 		fmt.Fprintf(out, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", pathName(sys),
 			med(t, 2), runs(t, 2), med(e, 2), runs(e, 2), med(r, 1), runs(r, 1), med(p, 0))
@@ -151,6 +154,8 @@ func pathName(sys string) string {
 		return "skiff overlay, container to container"
 	case "swarm":
 		return "Swarm overlay (dnsrr), container to container"
+	case "underlay-9000", "vxlan-9000", "skiff-9000":
+		return pathName(strings.TrimSuffix(sys, "-9000")) + ", underlay MTU 9000"
 	}
 	return sys
 }
