@@ -413,7 +413,12 @@ func (m *Manager) leaderAPIAddr() (string, error) {
 		if err := m.raft.StorageError(); err != nil {
 			return "", controlapi.StorageStatus(fmt.Errorf("no leader: %w", err))
 		}
-		return "", skiffpb.NoLeaderError("no leader: " + m.quorumHint())
+		hint, quorum := m.quorumHint()
+		if !quorum {
+			// No election can succeed: retrying would only delay the news.
+			return "", status.Error(codes.Unavailable, "no leader: "+hint)
+		}
+		return "", skiffpb.NoLeaderError("no leader: " + hint)
 	}
 	for _, mem := range m.pool.Members() {
 		if mem.Role == gossip.RoleManager && mem.Name == id && mem.APIAddr != "" {
@@ -428,11 +433,12 @@ func (m *Manager) leaderAPIAddr() (string, error) {
 	return addr, nil
 }
 
-// quorumHint says how many managers this one can see, for error messages.
-func (m *Manager) quorumHint() string {
+// quorumHint says how many managers this one can see, for error messages,
+// and whether they make a quorum (an election can succeed).
+func (m *Manager) quorumHint() (hint string, quorum bool) {
 	servers, err := m.raft.Servers()
 	if err != nil || len(servers) == 0 {
-		return "this manager has not joined a cluster yet"
+		return "this manager has not joined a cluster yet", false
 	}
 	up := 0
 	for _, s := range servers {
@@ -442,9 +448,9 @@ func (m *Manager) quorumHint() string {
 	}
 	needed := len(servers)/2 + 1
 	if up >= needed {
-		return fmt.Sprintf("an election is under way (%d of %d managers reachable, %d needed); retry in a moment", up, len(servers), needed)
+		return fmt.Sprintf("an election is under way (%d of %d managers reachable, %d needed); retry in a moment", up, len(servers), needed), true
 	}
-	return fmt.Sprintf("the cluster may have lost quorum (%d of %d managers reachable, %d needed); bring managers back", up, len(servers), needed)
+	return fmt.Sprintf("the cluster may have lost quorum (%d of %d managers reachable, %d needed); bring managers back", up, len(servers), needed), false
 }
 
 func (m *Manager) managerAPIAddrs() []string { return m.pool.ManagerAPIAddrs() }
