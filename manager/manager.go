@@ -10,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -119,6 +121,9 @@ type Manager struct {
 	membersMu sync.Mutex
 	// managersAlive is gossip's view of which managers are up, by name.
 	managersAlive map[string]bool
+	// deadAgents names the agents gossip declared dead and has not seen
+	// since.
+	deadAgents map[string]bool
 }
 
 // APIAddr is where the manager serves gRPC.
@@ -139,7 +144,7 @@ func Run(ctx context.Context, cfg Config) error {
 		logger.Info("data dir holds Raft state; resuming and ignoring --join", "data_dir", cfg.DataDir)
 	}
 
-	m := &Manager{cfg: cfg, logger: logger, store: state.New(), managersAlive: map[string]bool{}}
+	m := &Manager{cfg: cfg, logger: logger, store: state.New(), managersAlive: map[string]bool{}, deadAgents: map[string]bool{}}
 	m.metrics = newMetrics(m)
 	node, err := raftnode.Open(raftnode.Config{
 		ID:               cfg.Name,
@@ -167,6 +172,7 @@ func Run(ctx context.Context, cfg Config) error {
 		IsManager:       m.isRaftMember,
 		HeartbeatPeriod: cfg.HeartbeatPeriod,
 		DownGrace:       cfg.DownGrace,
+		GossipDead:      m.agentsDead,
 		Logger:          logger,
 	})
 	m.control = controlapi.New(controlapi.Config{
@@ -488,11 +494,26 @@ func (m *Manager) onGossip(ev gossip.Event) {
 		m.membersMu.Unlock()
 	case gossip.RoleAgent:
 		// Only a death hastens the verdict: an agent that left gracefully
-		// is restarting, and its node keeps its heartbeat grace.
+		// is restarting, and its node keeps its heartbeat grace. A death
+		// is remembered too, for the dispatcher of a later term.
+		m.membersMu.Lock()
+		if ev.Kind == gossip.MemberFailed {
+			m.deadAgents[ev.Member.Name] = true
+		} else {
+			delete(m.deadAgents, ev.Member.Name)
+		}
+		m.membersMu.Unlock()
 		if ev.Kind == gossip.MemberFailed && m.dispatch != nil && m.raft.IsLeader() {
 			m.dispatch.NodeHeard(ev.Member.Name, false)
 		}
 	}
+}
+
+// agentsDead names the agents gossip has declared dead and not seen since.
+func (m *Manager) agentsDead() []string {
+	m.membersMu.Lock()
+	defer m.membersMu.Unlock()
+	return slices.Collect(maps.Keys(m.deadAgents))
 }
 
 // metrics are the manager's Prometheus metrics, on its own registry.

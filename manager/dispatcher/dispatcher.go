@@ -57,7 +57,13 @@ type Config struct {
 	// period (and the grace with it) is stretched. Zero means 2,000/s,
 	// which keeps the 500 ms default up to 1,000 nodes.
 	MaxHeartbeatRate float64
-	Logger           *slog.Logger
+	// GossipDead, when set, names the nodes whose agents the failure
+	// detector has declared dead and not seen since. A new term starts
+	// their grace as already over, where every other node's starts
+	// afresh: a leader that took office after the verdict (its own host's
+	// death, say) would otherwise give a dead host a whole grace more.
+	GossipDead func() []string
+	Logger     *slog.Logger
 }
 
 // Dispatcher implements skiffpb.DispatcherServer.
@@ -136,6 +142,16 @@ func (d *Dispatcher) Run(ctx context.Context) {
 			return true
 		})
 	})
+	if d.cfg.GossipDead != nil {
+		for _, name := range d.cfg.GossipDead() {
+			d.store.View(func(tx state.ReadTx) {
+				if n := tx.NodeByName(name); n != nil {
+					d.lastSeen[n.GetId()] = time.Time{}
+					d.logger.Info("gossip reported node dead before this term; its grace is over", "node", name)
+				}
+			})
+		}
+	}
 	d.running = ctx
 	d.statuses = statuses
 	d.period = d.cfg.HeartbeatPeriod

@@ -177,3 +177,37 @@ func TestHeartbeatPeriodStretches(t *testing.T) {
 		t.Errorf("new term of 10,000 nodes: period %s grace %s, want 5s and 20s", period, grace)
 	}
 }
+
+// TestGossipDeathBeforeTheTerm: a node gossip declared dead before this
+// leader took office starts the term with its grace over; the others get a
+// whole grace.
+func TestGossipDeathBeforeTheTerm(t *testing.T) {
+	store := state.New()
+	fr := &fakeRaft{store: store}
+	var actions []*skiffpb.StoreAction
+	for _, id := range []string{"n1", "n2"} {
+		actions = append(actions, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_PutNode{PutNode: &skiffpb.Node{
+			Id: id, Meta: &skiffpb.Meta{}, Name: "h" + id[1:], Status: &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_READY},
+		}}})
+	}
+	if _, err := fr.Propose(context.Background(), &skiffpb.Command{Actions: actions}); err != nil {
+		t.Fatal(err)
+	}
+	d := New(Config{Store: store, Raft: fr, HeartbeatPeriod: 10 * time.Millisecond, DownGrace: time.Hour,
+		GossipDead: func() []string { return []string{"h2", "nobody"} }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for nodeState(store, "n2") != skiffpb.NodeState_NODE_STATE_DOWN {
+		if time.Now().After(deadline) {
+			t.Fatal("n2, dead by gossip before the term, was not marked down")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if st := nodeState(store, "n1"); st != skiffpb.NodeState_NODE_STATE_READY {
+		t.Errorf("n1 is %v within its grace", st)
+	}
+}
