@@ -95,9 +95,9 @@ func (d *Dispatcher) batchStatuses(ctx context.Context, buf *statusBuffer) {
 			return
 		case <-buf.notify:
 		}
-		if d := pace.Reserve().Delay(); d > 0 {
+		if delay := pace.Reserve().Delay(); delay > 0 {
 			// Let the rest of a burst arrive.
-			linger.Reset(d)
+			linger.Reset(delay)
 			select {
 			case <-ctx.Done():
 				return
