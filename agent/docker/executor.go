@@ -251,6 +251,9 @@ func (e *Executor) Start(ctx context.Context, taskID string) error {
 		}
 		return fmt.Errorf("start container %s of task %s: %w", id, taskID, err)
 	}
+	// Started: from now on the container's own state says what it is, and
+	// a later Start must look it up rather than start it again.
+	e.forget(taskID)
 	if a := p.networked; a != nil {
 		// The container's init waits for the interfaces made here; if
 		// they cannot be made, the task must fail now rather than wait.
@@ -259,7 +262,6 @@ func (e *Executor) Start(ctx context.Context, taskID string) error {
 			return fmt.Errorf("start task %s: %w", taskID, err)
 		}
 	}
-	e.forget(taskID)
 	e.log.Info("started container", "task", taskID, "container", id)
 	return nil
 }
