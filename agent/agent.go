@@ -71,6 +71,9 @@ type Overlay interface {
 	Delegate() memberlist.Delegate
 	HandleGossip(gossip.Event)
 	SetPool(*gossip.Pool)
+	// NodesDown is given the leader's DownNodes: every node it judges Down,
+	// each call replacing the last.
+	NodesDown(names []string)
 	// Run runs the overlay until ctx ends.
 	Run(ctx context.Context)
 }

@@ -185,6 +185,10 @@ func (s *agentSession) receive(ctx context.Context) error {
 			s.a.worker.assign(msg.Assignments)
 		case *skiffpb.ManagerMessage_LogSubscription:
 			s.subscription(ctx, msg.LogSubscription)
+		case *skiffpb.ManagerMessage_DownNodes:
+			if s.a.cfg.Overlay != nil {
+				s.a.cfg.Overlay.NodesDown(msg.DownNodes.GetNames())
+			}
 		}
 	}
 }

@@ -6587,6 +6587,7 @@ type ManagerMessage struct {
 	//	*ManagerMessage_Redirect
 	//	*ManagerMessage_LogSubscription
 	//	*ManagerMessage_HeartbeatAck
+	//	*ManagerMessage_DownNodes
 	Msg           isManagerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -6674,6 +6675,15 @@ func (x *ManagerMessage) GetHeartbeatAck() *HeartbeatAck {
 	return nil
 }
 
+func (x *ManagerMessage) GetDownNodes() *DownNodes {
+	if x != nil {
+		if x, ok := x.Msg.(*ManagerMessage_DownNodes); ok {
+			return x.DownNodes
+		}
+	}
+	return nil
+}
+
 type isManagerMessage_Msg interface {
 	isManagerMessage_Msg()
 }
@@ -6698,6 +6708,10 @@ type ManagerMessage_HeartbeatAck struct {
 	HeartbeatAck *HeartbeatAck `protobuf:"bytes,5,opt,name=heartbeat_ack,json=heartbeatAck,proto3,oneof"`
 }
 
+type ManagerMessage_DownNodes struct {
+	DownNodes *DownNodes `protobuf:"bytes,6,opt,name=down_nodes,json=downNodes,proto3,oneof"`
+}
+
 func (*ManagerMessage_Accepted) isManagerMessage_Msg() {}
 
 func (*ManagerMessage_Assignments) isManagerMessage_Msg() {}
@@ -6707,6 +6721,57 @@ func (*ManagerMessage_Redirect) isManagerMessage_Msg() {}
 func (*ManagerMessage_LogSubscription) isManagerMessage_Msg() {}
 
 func (*ManagerMessage_HeartbeatAck) isManagerMessage_Msg() {}
+
+func (*ManagerMessage_DownNodes) isManagerMessage_Msg() {}
+
+// DownNodes names every node the leader has judged Down, whole: each message
+// replaces the last. It comes after the first Assignments of a session and
+// whenever the set changes. Agents stop sending traffic (routing mesh, DNS)
+// to those nodes' tasks at once, rather than when gossip's own failure
+// detector declares the hosts dead.
+type DownNodes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Names         []string               `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownNodes) Reset() {
+	*x = DownNodes{}
+	mi := &file_skiff_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownNodes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownNodes) ProtoMessage() {}
+
+func (x *DownNodes) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownNodes.ProtoReflect.Descriptor instead.
+func (*DownNodes) Descriptor() ([]byte, []int) {
+	return file_skiff_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *DownNodes) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
 
 // SessionAccepted answers Register.
 type SessionAccepted struct {
@@ -6723,7 +6788,7 @@ type SessionAccepted struct {
 
 func (x *SessionAccepted) Reset() {
 	*x = SessionAccepted{}
-	mi := &file_skiff_proto_msgTypes[76]
+	mi := &file_skiff_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6735,7 +6800,7 @@ func (x *SessionAccepted) String() string {
 func (*SessionAccepted) ProtoMessage() {}
 
 func (x *SessionAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[76]
+	mi := &file_skiff_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6748,7 +6813,7 @@ func (x *SessionAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionAccepted.ProtoReflect.Descriptor instead.
 func (*SessionAccepted) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{76}
+	return file_skiff_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *SessionAccepted) GetNodeId() string {
@@ -6789,7 +6854,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_skiff_proto_msgTypes[77]
+	mi := &file_skiff_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6801,7 +6866,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[77]
+	mi := &file_skiff_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6814,7 +6879,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{77}
+	return file_skiff_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *HeartbeatAck) GetHeartbeatPeriod() int64 {
@@ -6835,7 +6900,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_skiff_proto_msgTypes[78]
+	mi := &file_skiff_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6847,7 +6912,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[78]
+	mi := &file_skiff_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6860,7 +6925,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{78}
+	return file_skiff_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *Redirect) GetLeaderAddr() string {
@@ -6883,7 +6948,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_skiff_proto_msgTypes[79]
+	mi := &file_skiff_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6895,7 +6960,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[79]
+	mi := &file_skiff_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6908,7 +6973,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{79}
+	return file_skiff_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *Assignment) GetTask() *Task {
@@ -6952,7 +7017,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_skiff_proto_msgTypes[80]
+	mi := &file_skiff_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6964,7 +7029,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[80]
+	mi := &file_skiff_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6977,7 +7042,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{80}
+	return file_skiff_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *Assignments) GetFull() bool {
@@ -7030,7 +7095,7 @@ type LogSubscription struct {
 
 func (x *LogSubscription) Reset() {
 	*x = LogSubscription{}
-	mi := &file_skiff_proto_msgTypes[81]
+	mi := &file_skiff_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7042,7 +7107,7 @@ func (x *LogSubscription) String() string {
 func (*LogSubscription) ProtoMessage() {}
 
 func (x *LogSubscription) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[81]
+	mi := &file_skiff_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7055,7 +7120,7 @@ func (x *LogSubscription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogSubscription.ProtoReflect.Descriptor instead.
 func (*LogSubscription) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{81}
+	return file_skiff_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *LogSubscription) GetId() string {
@@ -7109,7 +7174,7 @@ type PublishLogsMessage struct {
 
 func (x *PublishLogsMessage) Reset() {
 	*x = PublishLogsMessage{}
-	mi := &file_skiff_proto_msgTypes[82]
+	mi := &file_skiff_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7121,7 +7186,7 @@ func (x *PublishLogsMessage) String() string {
 func (*PublishLogsMessage) ProtoMessage() {}
 
 func (x *PublishLogsMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[82]
+	mi := &file_skiff_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7134,7 +7199,7 @@ func (x *PublishLogsMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishLogsMessage.ProtoReflect.Descriptor instead.
 func (*PublishLogsMessage) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{82}
+	return file_skiff_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *PublishLogsMessage) GetSubscriptionId() string {
@@ -7173,7 +7238,7 @@ type PublishLogsResponse struct {
 
 func (x *PublishLogsResponse) Reset() {
 	*x = PublishLogsResponse{}
-	mi := &file_skiff_proto_msgTypes[83]
+	mi := &file_skiff_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7185,7 +7250,7 @@ func (x *PublishLogsResponse) String() string {
 func (*PublishLogsResponse) ProtoMessage() {}
 
 func (x *PublishLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[83]
+	mi := &file_skiff_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7198,7 +7263,7 @@ func (x *PublishLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishLogsResponse.ProtoReflect.Descriptor instead.
 func (*PublishLogsResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{83}
+	return file_skiff_proto_rawDescGZIP(), []int{84}
 }
 
 var File_skiff_proto protoreflect.FileDescriptor
@@ -7673,14 +7738,18 @@ const file_skiff_proto_rawDesc = "" +
 	"session_id\x18\x04 \x01(\tR\tsessionId\"\v\n" +
 	"\tHeartbeat\"G\n" +
 	"\x0fTaskStatusBatch\x124\n" +
-	"\aupdates\x18\x01 \x03(\v2\x1a.skiff.v1.TaskStatusUpdateR\aupdates\"\xc4\x02\n" +
+	"\aupdates\x18\x01 \x03(\v2\x1a.skiff.v1.TaskStatusUpdateR\aupdates\"\xfa\x02\n" +
 	"\x0eManagerMessage\x127\n" +
 	"\baccepted\x18\x01 \x01(\v2\x19.skiff.v1.SessionAcceptedH\x00R\baccepted\x129\n" +
 	"\vassignments\x18\x02 \x01(\v2\x15.skiff.v1.AssignmentsH\x00R\vassignments\x120\n" +
 	"\bredirect\x18\x03 \x01(\v2\x12.skiff.v1.RedirectH\x00R\bredirect\x12F\n" +
 	"\x10log_subscription\x18\x04 \x01(\v2\x19.skiff.v1.LogSubscriptionH\x00R\x0flogSubscription\x12=\n" +
-	"\rheartbeat_ack\x18\x05 \x01(\v2\x16.skiff.v1.HeartbeatAckH\x00R\fheartbeatAckB\x05\n" +
-	"\x03msg\"\x90\x01\n" +
+	"\rheartbeat_ack\x18\x05 \x01(\v2\x16.skiff.v1.HeartbeatAckH\x00R\fheartbeatAck\x124\n" +
+	"\n" +
+	"down_nodes\x18\x06 \x01(\v2\x13.skiff.v1.DownNodesH\x00R\tdownNodesB\x05\n" +
+	"\x03msg\"!\n" +
+	"\tDownNodes\x12\x14\n" +
+	"\x05names\x18\x01 \x03(\tR\x05names\"\x90\x01\n" +
 	"\x0fSessionAccepted\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
 	"\n" +
@@ -7841,7 +7910,7 @@ func file_skiff_proto_rawDescGZIP() []byte {
 }
 
 var file_skiff_proto_enumTypes = make([]protoimpl.EnumInfo, 20)
-var file_skiff_proto_msgTypes = make([]protoimpl.MessageInfo, 95)
+var file_skiff_proto_msgTypes = make([]protoimpl.MessageInfo, 96)
 var file_skiff_proto_goTypes = []any{
 	(NodeRole)(0),                 // 0: skiff.v1.NodeRole
 	(NodeAvailability)(0),         // 1: skiff.v1.NodeAvailability
@@ -7939,31 +8008,32 @@ var file_skiff_proto_goTypes = []any{
 	(*Heartbeat)(nil),             // 93: skiff.v1.Heartbeat
 	(*TaskStatusBatch)(nil),       // 94: skiff.v1.TaskStatusBatch
 	(*ManagerMessage)(nil),        // 95: skiff.v1.ManagerMessage
-	(*SessionAccepted)(nil),       // 96: skiff.v1.SessionAccepted
-	(*HeartbeatAck)(nil),          // 97: skiff.v1.HeartbeatAck
-	(*Redirect)(nil),              // 98: skiff.v1.Redirect
-	(*Assignment)(nil),            // 99: skiff.v1.Assignment
-	(*Assignments)(nil),           // 100: skiff.v1.Assignments
-	(*LogSubscription)(nil),       // 101: skiff.v1.LogSubscription
-	(*PublishLogsMessage)(nil),    // 102: skiff.v1.PublishLogsMessage
-	(*PublishLogsResponse)(nil),   // 103: skiff.v1.PublishLogsResponse
-	nil,                           // 104: skiff.v1.NodeSpec.LabelsEntry
-	nil,                           // 105: skiff.v1.NodeDescription.EngineLabelsEntry
-	nil,                           // 106: skiff.v1.NetworkSpec.LabelsEntry
-	nil,                           // 107: skiff.v1.Mount.VolumeLabelsEntry
-	nil,                           // 108: skiff.v1.Mount.VolumeDriverOptsEntry
-	nil,                           // 109: skiff.v1.ContainerSpec.LabelsEntry
-	nil,                           // 110: skiff.v1.ContainerSpec.SysctlsEntry
-	nil,                           // 111: skiff.v1.ServiceSpec.LabelsEntry
-	nil,                           // 112: skiff.v1.Stack.LabelsEntry
-	nil,                           // 113: skiff.v1.StackSpec.LabelsEntry
-	nil,                           // 114: skiff.v1.UpdateNodeRequest.LabelAddEntry
+	(*DownNodes)(nil),             // 96: skiff.v1.DownNodes
+	(*SessionAccepted)(nil),       // 97: skiff.v1.SessionAccepted
+	(*HeartbeatAck)(nil),          // 98: skiff.v1.HeartbeatAck
+	(*Redirect)(nil),              // 99: skiff.v1.Redirect
+	(*Assignment)(nil),            // 100: skiff.v1.Assignment
+	(*Assignments)(nil),           // 101: skiff.v1.Assignments
+	(*LogSubscription)(nil),       // 102: skiff.v1.LogSubscription
+	(*PublishLogsMessage)(nil),    // 103: skiff.v1.PublishLogsMessage
+	(*PublishLogsResponse)(nil),   // 104: skiff.v1.PublishLogsResponse
+	nil,                           // 105: skiff.v1.NodeSpec.LabelsEntry
+	nil,                           // 106: skiff.v1.NodeDescription.EngineLabelsEntry
+	nil,                           // 107: skiff.v1.NetworkSpec.LabelsEntry
+	nil,                           // 108: skiff.v1.Mount.VolumeLabelsEntry
+	nil,                           // 109: skiff.v1.Mount.VolumeDriverOptsEntry
+	nil,                           // 110: skiff.v1.ContainerSpec.LabelsEntry
+	nil,                           // 111: skiff.v1.ContainerSpec.SysctlsEntry
+	nil,                           // 112: skiff.v1.ServiceSpec.LabelsEntry
+	nil,                           // 113: skiff.v1.Stack.LabelsEntry
+	nil,                           // 114: skiff.v1.StackSpec.LabelsEntry
+	nil,                           // 115: skiff.v1.UpdateNodeRequest.LabelAddEntry
 }
 var file_skiff_proto_depIdxs = []int32{
 	1,   // 0: skiff.v1.NodeSpec.availability:type_name -> skiff.v1.NodeAvailability
-	104, // 1: skiff.v1.NodeSpec.labels:type_name -> skiff.v1.NodeSpec.LabelsEntry
+	105, // 1: skiff.v1.NodeSpec.labels:type_name -> skiff.v1.NodeSpec.LabelsEntry
 	21,  // 2: skiff.v1.NodeDescription.resources:type_name -> skiff.v1.Resources
-	105, // 3: skiff.v1.NodeDescription.engine_labels:type_name -> skiff.v1.NodeDescription.EngineLabelsEntry
+	106, // 3: skiff.v1.NodeDescription.engine_labels:type_name -> skiff.v1.NodeDescription.EngineLabelsEntry
 	2,   // 4: skiff.v1.NodeStatus.state:type_name -> skiff.v1.NodeState
 	3,   // 5: skiff.v1.ManagerStatus.reachability:type_name -> skiff.v1.Reachability
 	20,  // 6: skiff.v1.Node.meta:type_name -> skiff.v1.Meta
@@ -7973,7 +8043,7 @@ var file_skiff_proto_depIdxs = []int32{
 	24,  // 10: skiff.v1.Node.status:type_name -> skiff.v1.NodeStatus
 	25,  // 11: skiff.v1.Node.manager_status:type_name -> skiff.v1.ManagerStatus
 	26,  // 12: skiff.v1.Node.attachments:type_name -> skiff.v1.NetworkAttachment
-	106, // 13: skiff.v1.NetworkSpec.labels:type_name -> skiff.v1.NetworkSpec.LabelsEntry
+	107, // 13: skiff.v1.NetworkSpec.labels:type_name -> skiff.v1.NetworkSpec.LabelsEntry
 	20,  // 14: skiff.v1.Network.meta:type_name -> skiff.v1.Meta
 	28,  // 15: skiff.v1.Network.spec:type_name -> skiff.v1.NetworkSpec
 	5,   // 16: skiff.v1.RestartPolicy.condition:type_name -> skiff.v1.RestartCondition
@@ -7985,15 +8055,15 @@ var file_skiff_proto_depIdxs = []int32{
 	10,  // 22: skiff.v1.EndpointSpec.mode:type_name -> skiff.v1.EndpointMode
 	34,  // 23: skiff.v1.EndpointSpec.ports:type_name -> skiff.v1.PortConfig
 	11,  // 24: skiff.v1.Mount.type:type_name -> skiff.v1.MountType
-	107, // 25: skiff.v1.Mount.volume_labels:type_name -> skiff.v1.Mount.VolumeLabelsEntry
-	108, // 26: skiff.v1.Mount.volume_driver_opts:type_name -> skiff.v1.Mount.VolumeDriverOptsEntry
-	109, // 27: skiff.v1.ContainerSpec.labels:type_name -> skiff.v1.ContainerSpec.LabelsEntry
+	108, // 25: skiff.v1.Mount.volume_labels:type_name -> skiff.v1.Mount.VolumeLabelsEntry
+	109, // 26: skiff.v1.Mount.volume_driver_opts:type_name -> skiff.v1.Mount.VolumeDriverOptsEntry
+	110, // 27: skiff.v1.ContainerSpec.labels:type_name -> skiff.v1.ContainerSpec.LabelsEntry
 	36,  // 28: skiff.v1.ContainerSpec.mounts:type_name -> skiff.v1.Mount
 	37,  // 29: skiff.v1.ContainerSpec.healthcheck:type_name -> skiff.v1.HealthConfig
-	110, // 30: skiff.v1.ContainerSpec.sysctls:type_name -> skiff.v1.ContainerSpec.SysctlsEntry
+	111, // 30: skiff.v1.ContainerSpec.sysctls:type_name -> skiff.v1.ContainerSpec.SysctlsEntry
 	38,  // 31: skiff.v1.ContainerSpec.ulimits:type_name -> skiff.v1.Ulimit
 	12,  // 32: skiff.v1.Dependency.condition:type_name -> skiff.v1.DependencyCondition
-	111, // 33: skiff.v1.ServiceSpec.labels:type_name -> skiff.v1.ServiceSpec.LabelsEntry
+	112, // 33: skiff.v1.ServiceSpec.labels:type_name -> skiff.v1.ServiceSpec.LabelsEntry
 	39,  // 34: skiff.v1.ServiceSpec.container:type_name -> skiff.v1.ContainerSpec
 	4,   // 35: skiff.v1.ServiceSpec.mode:type_name -> skiff.v1.ServiceMode
 	30,  // 36: skiff.v1.ServiceSpec.restart_policy:type_name -> skiff.v1.RestartPolicy
@@ -8015,8 +8085,8 @@ var file_skiff_proto_depIdxs = []int32{
 	26,  // 52: skiff.v1.Service.vips:type_name -> skiff.v1.NetworkAttachment
 	46,  // 53: skiff.v1.Service.status:type_name -> skiff.v1.ServiceStatus
 	20,  // 54: skiff.v1.Stack.meta:type_name -> skiff.v1.Meta
-	112, // 55: skiff.v1.Stack.labels:type_name -> skiff.v1.Stack.LabelsEntry
-	113, // 56: skiff.v1.StackSpec.labels:type_name -> skiff.v1.StackSpec.LabelsEntry
+	113, // 55: skiff.v1.Stack.labels:type_name -> skiff.v1.Stack.LabelsEntry
+	114, // 56: skiff.v1.StackSpec.labels:type_name -> skiff.v1.StackSpec.LabelsEntry
 	43,  // 57: skiff.v1.StackSpec.services:type_name -> skiff.v1.ServiceSpec
 	28,  // 58: skiff.v1.StackSpec.networks:type_name -> skiff.v1.NetworkSpec
 	14,  // 59: skiff.v1.TaskStatus.state:type_name -> skiff.v1.TaskState
@@ -8057,7 +8127,7 @@ var file_skiff_proto_depIdxs = []int32{
 	52,  // 94: skiff.v1.ListTasksResponse.tasks:type_name -> skiff.v1.Task
 	27,  // 95: skiff.v1.ListNodesResponse.nodes:type_name -> skiff.v1.Node
 	1,   // 96: skiff.v1.UpdateNodeRequest.availability:type_name -> skiff.v1.NodeAvailability
-	114, // 97: skiff.v1.UpdateNodeRequest.label_add:type_name -> skiff.v1.UpdateNodeRequest.LabelAddEntry
+	115, // 97: skiff.v1.UpdateNodeRequest.label_add:type_name -> skiff.v1.UpdateNodeRequest.LabelAddEntry
 	3,   // 98: skiff.v1.ManagerInfo.reachability:type_name -> skiff.v1.Reachability
 	85,  // 99: skiff.v1.ClusterInfoResponse.managers:type_name -> skiff.v1.ManagerInfo
 	17,  // 100: skiff.v1.WatchRequest.kinds:type_name -> skiff.v1.WatchKind
@@ -8071,57 +8141,58 @@ var file_skiff_proto_depIdxs = []int32{
 	94,  // 108: skiff.v1.AgentMessage.statuses:type_name -> skiff.v1.TaskStatusBatch
 	23,  // 109: skiff.v1.Register.description:type_name -> skiff.v1.NodeDescription
 	55,  // 110: skiff.v1.TaskStatusBatch.updates:type_name -> skiff.v1.TaskStatusUpdate
-	96,  // 111: skiff.v1.ManagerMessage.accepted:type_name -> skiff.v1.SessionAccepted
-	100, // 112: skiff.v1.ManagerMessage.assignments:type_name -> skiff.v1.Assignments
-	98,  // 113: skiff.v1.ManagerMessage.redirect:type_name -> skiff.v1.Redirect
-	101, // 114: skiff.v1.ManagerMessage.log_subscription:type_name -> skiff.v1.LogSubscription
-	97,  // 115: skiff.v1.ManagerMessage.heartbeat_ack:type_name -> skiff.v1.HeartbeatAck
-	52,  // 116: skiff.v1.Assignment.task:type_name -> skiff.v1.Task
-	43,  // 117: skiff.v1.Assignment.spec:type_name -> skiff.v1.ServiceSpec
-	29,  // 118: skiff.v1.Assignment.networks:type_name -> skiff.v1.Network
-	99,  // 119: skiff.v1.Assignments.updated:type_name -> skiff.v1.Assignment
-	26,  // 120: skiff.v1.Assignments.node_attachments:type_name -> skiff.v1.NetworkAttachment
-	29,  // 121: skiff.v1.Assignments.node_networks:type_name -> skiff.v1.Network
-	90,  // 122: skiff.v1.PublishLogsMessage.messages:type_name -> skiff.v1.LogMessage
-	62,  // 123: skiff.v1.Control.DeployStack:input_type -> skiff.v1.DeployStackRequest
-	64,  // 124: skiff.v1.Control.RemoveStack:input_type -> skiff.v1.RemoveStackRequest
-	66,  // 125: skiff.v1.Control.ListStacks:input_type -> skiff.v1.ListStacksRequest
-	69,  // 126: skiff.v1.Control.ListServices:input_type -> skiff.v1.ListServicesRequest
-	71,  // 127: skiff.v1.Control.GetService:input_type -> skiff.v1.GetServiceRequest
-	72,  // 128: skiff.v1.Control.UpdateService:input_type -> skiff.v1.UpdateServiceRequest
-	74,  // 129: skiff.v1.Control.ListTasks:input_type -> skiff.v1.ListTasksRequest
-	76,  // 130: skiff.v1.Control.ListNodes:input_type -> skiff.v1.ListNodesRequest
-	78,  // 131: skiff.v1.Control.GetNode:input_type -> skiff.v1.GetNodeRequest
-	79,  // 132: skiff.v1.Control.UpdateNode:input_type -> skiff.v1.UpdateNodeRequest
-	80,  // 133: skiff.v1.Control.RemoveNode:input_type -> skiff.v1.RemoveNodeRequest
-	84,  // 134: skiff.v1.Control.ClusterInfo:input_type -> skiff.v1.ClusterInfoRequest
-	82,  // 135: skiff.v1.Control.JoinManager:input_type -> skiff.v1.JoinManagerRequest
-	87,  // 136: skiff.v1.Control.Watch:input_type -> skiff.v1.WatchRequest
-	89,  // 137: skiff.v1.Control.ServiceLogs:input_type -> skiff.v1.ServiceLogsRequest
-	91,  // 138: skiff.v1.Dispatcher.Session:input_type -> skiff.v1.AgentMessage
-	102, // 139: skiff.v1.Dispatcher.PublishLogs:input_type -> skiff.v1.PublishLogsMessage
-	63,  // 140: skiff.v1.Control.DeployStack:output_type -> skiff.v1.DeployStackResponse
-	65,  // 141: skiff.v1.Control.RemoveStack:output_type -> skiff.v1.RemoveStackResponse
-	68,  // 142: skiff.v1.Control.ListStacks:output_type -> skiff.v1.ListStacksResponse
-	70,  // 143: skiff.v1.Control.ListServices:output_type -> skiff.v1.ListServicesResponse
-	47,  // 144: skiff.v1.Control.GetService:output_type -> skiff.v1.Service
-	73,  // 145: skiff.v1.Control.UpdateService:output_type -> skiff.v1.UpdateServiceResponse
-	75,  // 146: skiff.v1.Control.ListTasks:output_type -> skiff.v1.ListTasksResponse
-	77,  // 147: skiff.v1.Control.ListNodes:output_type -> skiff.v1.ListNodesResponse
-	27,  // 148: skiff.v1.Control.GetNode:output_type -> skiff.v1.Node
-	27,  // 149: skiff.v1.Control.UpdateNode:output_type -> skiff.v1.Node
-	81,  // 150: skiff.v1.Control.RemoveNode:output_type -> skiff.v1.RemoveNodeResponse
-	86,  // 151: skiff.v1.Control.ClusterInfo:output_type -> skiff.v1.ClusterInfoResponse
-	83,  // 152: skiff.v1.Control.JoinManager:output_type -> skiff.v1.JoinManagerResponse
-	88,  // 153: skiff.v1.Control.Watch:output_type -> skiff.v1.WatchEvent
-	90,  // 154: skiff.v1.Control.ServiceLogs:output_type -> skiff.v1.LogMessage
-	95,  // 155: skiff.v1.Dispatcher.Session:output_type -> skiff.v1.ManagerMessage
-	103, // 156: skiff.v1.Dispatcher.PublishLogs:output_type -> skiff.v1.PublishLogsResponse
-	140, // [140:157] is the sub-list for method output_type
-	123, // [123:140] is the sub-list for method input_type
-	123, // [123:123] is the sub-list for extension type_name
-	123, // [123:123] is the sub-list for extension extendee
-	0,   // [0:123] is the sub-list for field type_name
+	97,  // 111: skiff.v1.ManagerMessage.accepted:type_name -> skiff.v1.SessionAccepted
+	101, // 112: skiff.v1.ManagerMessage.assignments:type_name -> skiff.v1.Assignments
+	99,  // 113: skiff.v1.ManagerMessage.redirect:type_name -> skiff.v1.Redirect
+	102, // 114: skiff.v1.ManagerMessage.log_subscription:type_name -> skiff.v1.LogSubscription
+	98,  // 115: skiff.v1.ManagerMessage.heartbeat_ack:type_name -> skiff.v1.HeartbeatAck
+	96,  // 116: skiff.v1.ManagerMessage.down_nodes:type_name -> skiff.v1.DownNodes
+	52,  // 117: skiff.v1.Assignment.task:type_name -> skiff.v1.Task
+	43,  // 118: skiff.v1.Assignment.spec:type_name -> skiff.v1.ServiceSpec
+	29,  // 119: skiff.v1.Assignment.networks:type_name -> skiff.v1.Network
+	100, // 120: skiff.v1.Assignments.updated:type_name -> skiff.v1.Assignment
+	26,  // 121: skiff.v1.Assignments.node_attachments:type_name -> skiff.v1.NetworkAttachment
+	29,  // 122: skiff.v1.Assignments.node_networks:type_name -> skiff.v1.Network
+	90,  // 123: skiff.v1.PublishLogsMessage.messages:type_name -> skiff.v1.LogMessage
+	62,  // 124: skiff.v1.Control.DeployStack:input_type -> skiff.v1.DeployStackRequest
+	64,  // 125: skiff.v1.Control.RemoveStack:input_type -> skiff.v1.RemoveStackRequest
+	66,  // 126: skiff.v1.Control.ListStacks:input_type -> skiff.v1.ListStacksRequest
+	69,  // 127: skiff.v1.Control.ListServices:input_type -> skiff.v1.ListServicesRequest
+	71,  // 128: skiff.v1.Control.GetService:input_type -> skiff.v1.GetServiceRequest
+	72,  // 129: skiff.v1.Control.UpdateService:input_type -> skiff.v1.UpdateServiceRequest
+	74,  // 130: skiff.v1.Control.ListTasks:input_type -> skiff.v1.ListTasksRequest
+	76,  // 131: skiff.v1.Control.ListNodes:input_type -> skiff.v1.ListNodesRequest
+	78,  // 132: skiff.v1.Control.GetNode:input_type -> skiff.v1.GetNodeRequest
+	79,  // 133: skiff.v1.Control.UpdateNode:input_type -> skiff.v1.UpdateNodeRequest
+	80,  // 134: skiff.v1.Control.RemoveNode:input_type -> skiff.v1.RemoveNodeRequest
+	84,  // 135: skiff.v1.Control.ClusterInfo:input_type -> skiff.v1.ClusterInfoRequest
+	82,  // 136: skiff.v1.Control.JoinManager:input_type -> skiff.v1.JoinManagerRequest
+	87,  // 137: skiff.v1.Control.Watch:input_type -> skiff.v1.WatchRequest
+	89,  // 138: skiff.v1.Control.ServiceLogs:input_type -> skiff.v1.ServiceLogsRequest
+	91,  // 139: skiff.v1.Dispatcher.Session:input_type -> skiff.v1.AgentMessage
+	103, // 140: skiff.v1.Dispatcher.PublishLogs:input_type -> skiff.v1.PublishLogsMessage
+	63,  // 141: skiff.v1.Control.DeployStack:output_type -> skiff.v1.DeployStackResponse
+	65,  // 142: skiff.v1.Control.RemoveStack:output_type -> skiff.v1.RemoveStackResponse
+	68,  // 143: skiff.v1.Control.ListStacks:output_type -> skiff.v1.ListStacksResponse
+	70,  // 144: skiff.v1.Control.ListServices:output_type -> skiff.v1.ListServicesResponse
+	47,  // 145: skiff.v1.Control.GetService:output_type -> skiff.v1.Service
+	73,  // 146: skiff.v1.Control.UpdateService:output_type -> skiff.v1.UpdateServiceResponse
+	75,  // 147: skiff.v1.Control.ListTasks:output_type -> skiff.v1.ListTasksResponse
+	77,  // 148: skiff.v1.Control.ListNodes:output_type -> skiff.v1.ListNodesResponse
+	27,  // 149: skiff.v1.Control.GetNode:output_type -> skiff.v1.Node
+	27,  // 150: skiff.v1.Control.UpdateNode:output_type -> skiff.v1.Node
+	81,  // 151: skiff.v1.Control.RemoveNode:output_type -> skiff.v1.RemoveNodeResponse
+	86,  // 152: skiff.v1.Control.ClusterInfo:output_type -> skiff.v1.ClusterInfoResponse
+	83,  // 153: skiff.v1.Control.JoinManager:output_type -> skiff.v1.JoinManagerResponse
+	88,  // 154: skiff.v1.Control.Watch:output_type -> skiff.v1.WatchEvent
+	90,  // 155: skiff.v1.Control.ServiceLogs:output_type -> skiff.v1.LogMessage
+	95,  // 156: skiff.v1.Dispatcher.Session:output_type -> skiff.v1.ManagerMessage
+	104, // 157: skiff.v1.Dispatcher.PublishLogs:output_type -> skiff.v1.PublishLogsResponse
+	141, // [141:158] is the sub-list for method output_type
+	124, // [124:141] is the sub-list for method input_type
+	124, // [124:124] is the sub-list for extension type_name
+	124, // [124:124] is the sub-list for extension extendee
+	0,   // [0:124] is the sub-list for field type_name
 }
 
 func init() { file_skiff_proto_init() }
@@ -8165,6 +8236,7 @@ func file_skiff_proto_init() {
 		(*ManagerMessage_Redirect)(nil),
 		(*ManagerMessage_LogSubscription)(nil),
 		(*ManagerMessage_HeartbeatAck)(nil),
+		(*ManagerMessage_DownNodes)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -8172,7 +8244,7 @@ func file_skiff_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_proto_rawDesc), len(file_skiff_proto_rawDesc)),
 			NumEnums:      20,
-			NumMessages:   95,
+			NumMessages:   96,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

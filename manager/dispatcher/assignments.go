@@ -2,6 +2,10 @@ package dispatcher
 
 import (
 	"context"
+	"slices"
+	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/skiffhq/skiff/manager/state"
 	skiffpb "github.com/skiffhq/skiff/proto"
@@ -57,10 +61,49 @@ func (d *Dispatcher) streamAssignments(ctx context.Context, s *session) error {
 	if err := s.send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_Assignments{Assignments: full}}); err != nil {
 		return err
 	}
+	down, downChanged := d.hub.downNodes()
+	if err := sendDown(s, down); err != nil {
+		return err
+	}
+	sentDown := down
+	// A change of the Down set after a quiet spell goes at once; changes
+	// that follow it closely go together, so that many nodes failing
+	// together (a rack, a partition) cost each agent a message a second,
+	// not one per verdict.
+	downPace := rate.NewLimiter(rate.Every(downNodesInterval), 1)
+	downTimer := time.NewTimer(downNodesInterval)
+	downTimer.Stop()
+	defer downTimer.Stop()
+	downPending := false // the timer will send the latest set
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-downChanged:
+			down, downChanged = d.hub.downNodes()
+			if downPending {
+				continue
+			}
+			if delay := downPace.Reserve().Delay(); delay > 0 {
+				downPending = true
+				downTimer.Reset(delay)
+				continue
+			}
+			if err := sendDown(s, down); err != nil {
+				return err
+			}
+			sentDown = down
+			continue
+		case <-downTimer.C:
+			downPending = false
+			down, downChanged = d.hub.downNodes()
+			if !slices.Equal(down, sentDown) {
+				if err := sendDown(s, down); err != nil {
+					return err
+				}
+				sentDown = down
+			}
+			continue
 		case <-f.notify:
 		}
 		if err := d.startBuilding(ctx); err != nil {
@@ -76,6 +119,15 @@ func (d *Dispatcher) streamAssignments(ctx context.Context, s *session) error {
 			return err
 		}
 	}
+}
+
+// downNodesInterval is the least time between two DownNodes messages to one
+// agent.
+const downNodesInterval = time.Second
+
+// sendDown tells the agent which nodes are Down.
+func sendDown(s *session, names []string) error {
+	return s.send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_DownNodes{DownNodes: &skiffpb.DownNodes{Names: names}}})
 }
 
 // startBuilding waits for a turn to build an assignments message, and

@@ -141,6 +141,7 @@ func (d *Dispatcher) Run(ctx context.Context) {
 			nodes++
 			return true
 		})
+		d.hub.resetDown(tx)
 	})
 	if d.cfg.GossipDead != nil {
 		for _, name := range d.cfg.GossipDead() {

@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"github.com/skiffhq/skiff/manager/state"
@@ -18,10 +19,71 @@ type hub struct {
 
 	mu    sync.Mutex
 	feeds map[string]map[*feed]struct{} // by node ID
+
+	// down names the nodes judged Down, by node ID, for every session's
+	// DownNodes; downNames is the same as a sorted list, shared and never
+	// modified, and downChanged is closed (and replaced) when it changes.
+	downMu      sync.Mutex
+	down        map[string]string
+	downNames   []string
+	downChanged chan struct{}
 }
 
 func newHub(store *state.Store) *hub {
-	return &hub{store: store, feeds: map[string]map[*feed]struct{}{}}
+	return &hub{store: store, feeds: map[string]map[*feed]struct{}{}, down: map[string]string{}, downChanged: make(chan struct{})}
+}
+
+// downNodes returns the names of the nodes judged Down, sorted (the caller
+// must not modify them), and a channel closed at the next change.
+func (h *hub) downNodes() ([]string, <-chan struct{}) {
+	h.downMu.Lock()
+	defer h.downMu.Unlock()
+	return h.downNames, h.downChanged
+}
+
+// noteNodes takes nodes' latest versions (deleted: gone from the store)
+// into the Down set; with reset, the set is rebuilt from them alone.
+func (h *hub) noteNodes(nodes []*skiffpb.Node, deleted []bool, reset bool) {
+	h.downMu.Lock()
+	defer h.downMu.Unlock()
+	changed := false
+	if reset && len(h.down) > 0 {
+		h.down = map[string]string{}
+		changed = true
+	}
+	for i, n := range nodes {
+		name, was := h.down[n.GetId()]
+		isDown := !deleted[i] && n.GetStatus().GetState() == skiffpb.NodeState_NODE_STATE_DOWN
+		switch {
+		case isDown && (!was || name != n.GetName()):
+			h.down[n.GetId()] = n.GetName()
+			changed = true
+		case !isDown && was:
+			delete(h.down, n.GetId())
+			changed = true
+		}
+	}
+	if !changed {
+		return
+	}
+	names := make([]string, 0, len(h.down))
+	for _, name := range h.down {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	h.downNames = names
+	close(h.downChanged)
+	h.downChanged = make(chan struct{})
+}
+
+// resetDown rebuilds the Down set from a view of the store.
+func (h *hub) resetDown(tx state.ReadTx) {
+	var nodes []*skiffpb.Node
+	tx.EachNode(func(n *skiffpb.Node) bool {
+		nodes = append(nodes, n)
+		return true
+	})
+	h.noteNodes(nodes, make([]bool, len(nodes)), true)
 }
 
 // feed is what one session has yet to hear about its node: the latest
@@ -91,7 +153,7 @@ func (h *hub) run(ctx context.Context, ch <-chan state.Batch, cancel func()) {
 		case b, ok := <-ch:
 			if !ok {
 				cancel()
-				ch, cancel = h.store.ViewAndWatch(nil)
+				ch, cancel = h.store.ViewAndWatch(h.resetDown)
 				h.resyncAll()
 				continue
 			}
@@ -103,6 +165,8 @@ func (h *hub) run(ctx context.Context, ch <-chan state.Batch, cancel func()) {
 // route hands one batch's events to the feeds of the nodes they concern.
 func (h *hub) route(b state.Batch) {
 	byNode := map[string][]state.Event{}
+	var nodes []*skiffpb.Node
+	var deleted []bool
 	for _, ev := range b.Events {
 		var nodeID string
 		switch o := ev.Object.(type) {
@@ -110,10 +174,15 @@ func (h *hub) route(b state.Batch) {
 			nodeID = o.GetNodeId()
 		case *skiffpb.Node:
 			nodeID = o.GetId()
+			nodes = append(nodes, o)
+			deleted = append(deleted, ev.Deleted)
 		}
 		if nodeID != "" {
 			byNode[nodeID] = append(byNode[nodeID], ev)
 		}
+	}
+	if len(nodes) > 0 {
+		h.noteNodes(nodes, deleted, false)
 	}
 	if len(byNode) == 0 {
 		return

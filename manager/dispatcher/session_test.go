@@ -116,3 +116,77 @@ func waitRunning(t *testing.T, d *Dispatcher) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestDownNodesReachTheAgents: a session hears which nodes are Down when it
+// starts, and again whenever the leader's judgement changes, so its agent
+// can stop sending traffic to a dead host's tasks.
+func TestDownNodesReachTheAgents(t *testing.T) {
+	store := state.New()
+	fr := &fakeRaft{store: store}
+	setState := func(st skiffpb.NodeState) {
+		t.Helper()
+		if _, err := fr.Propose(context.Background(), &skiffpb.Command{Actions: []*skiffpb.StoreAction{{Action: &skiffpb.StoreAction_NodeStatus{
+			NodeStatus: &skiffpb.NodeStatusUpdate{NodeId: "n2", Status: &skiffpb.NodeStatus{State: st}},
+		}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := fr.Propose(context.Background(), &skiffpb.Command{Actions: []*skiffpb.StoreAction{{Action: &skiffpb.StoreAction_PutNode{PutNode: &skiffpb.Node{
+		Id: "n2", Meta: &skiffpb.Meta{}, Name: "h2", Status: &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_DOWN},
+	}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	d := New(Config{Store: store, Raft: fr, HeartbeatPeriod: 50 * time.Millisecond, DownGrace: time.Hour})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	skiffpb.RegisterDispatcherServer(srv, d)
+	go srv.Serve(lis)
+	defer srv.Stop()
+	term, endTerm := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); d.Run(term) }()
+	defer func() { endTerm(); <-ran }()
+	waitRunning(t, d)
+
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stream, err := skiffpb.NewDispatcherClient(conn).Session(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&skiffpb.AgentMessage{Msg: &skiffpb.AgentMessage_Register{Register: &skiffpb.Register{Name: "h1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	// nextDown returns the names of the next DownNodes message.
+	nextDown := func() []string {
+		t.Helper()
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("session: %v", err)
+			}
+			if dn := m.GetDownNodes(); dn != nil {
+				return dn.GetNames()
+			}
+		}
+	}
+	if got := nextDown(); len(got) != 1 || got[0] != "h2" {
+		t.Fatalf("first DownNodes %v, want [h2]", got)
+	}
+	setState(skiffpb.NodeState_NODE_STATE_READY)
+	if got := nextDown(); len(got) != 0 {
+		t.Fatalf("DownNodes %v after h2 came back, want none", got)
+	}
+	setState(skiffpb.NodeState_NODE_STATE_DOWN)
+	if got := nextDown(); len(got) != 1 || got[0] != "h2" {
+		t.Fatalf("DownNodes %v after h2 went down again, want [h2]", got)
+	}
+}

@@ -46,7 +46,9 @@ func (t *Table) NodeJoined(node string) {
 	t.members[node] = struct{}{}
 	_, returning := t.left[node]
 	delete(t.left, node)
-	if n := t.showOrigin(node, true); n > 0 || returning {
+	if !t.visible(node) {
+		t.logger.Info("node joined; its endpoints stay hidden while the leader holds it Down", "node", node)
+	} else if n := t.showOrigin(node, true); n > 0 || returning {
 		t.logger.Info("node joined; its endpoints are live", "node", node, "endpoints", n, "returning", returning)
 	}
 	if returning {
@@ -66,10 +68,50 @@ func (t *Table) NodeLeft(node string) {
 	if _, ok := t.members[node]; !ok || node == t.node {
 		return
 	}
+	wasVisible := t.visible(node)
 	delete(t.members, node)
 	t.left[node] = t.now()
-	n := t.showOrigin(node, false)
-	t.logger.Info("node left; its endpoints are hidden", "node", node, "endpoints", n)
+	if wasVisible {
+		n := t.showOrigin(node, false)
+		t.logger.Info("node left; its endpoints are hidden", "node", node, "endpoints", n)
+	}
+}
+
+// SetDown replaces the set of nodes the leader has judged Down (a session's
+// DownNodes). Their records are hidden while they are, whatever memberlist
+// says of them: the leader's verdict, from missed heartbeats, usually comes
+// before the failure detector's, and it is the one that reschedules their
+// tasks elsewhere. This node's own records are never hidden.
+func (t *Table) SetDown(names []string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	next := make(map[string]struct{}, len(names))
+	for _, n := range names {
+		if n != t.node {
+			next[n] = struct{}{}
+		}
+	}
+	for n := range t.down {
+		if _, still := next[n]; still {
+			continue
+		}
+		delete(t.down, n)
+		if t.visible(n) {
+			c := t.showOrigin(n, true)
+			t.logger.Info("leader holds node up again; its endpoints are live", "node", n, "endpoints", c)
+		}
+	}
+	for n := range next {
+		if _, already := t.down[n]; already {
+			continue
+		}
+		wasVisible := t.visible(n)
+		t.down[n] = struct{}{}
+		if wasVisible {
+			c := t.showOrigin(n, false)
+			t.logger.Info("leader holds node down; its endpoints are hidden", "node", n, "endpoints", c)
+		}
+	}
 }
 
 // showOrigin reports the live records of node appearing (show) or

@@ -93,8 +93,11 @@ type Table struct {
 	// members are the other nodes memberlist reports alive: only their
 	// records (and this node's) are live. left maps a node that left to
 	// when, which is when its hidden records start to age.
-	members    map[string]struct{}
-	left       map[string]time.Time
+	members map[string]struct{}
+	left    map[string]time.Time
+	// down are the nodes the leader has judged Down (SetDown): their
+	// records are hidden too, members or not.
+	down       map[string]struct{}
 	reconciled bool
 	pending    []Change
 }
@@ -124,6 +127,7 @@ func New(cfg Config) (*Table, error) {
 		local:            make(map[key]overlay.Endpoint),
 		members:          make(map[string]struct{}),
 		left:             make(map[string]time.Time),
+		down:             make(map[string]struct{}),
 	}
 	if t.logger == nil {
 		t.logger = slog.New(slog.DiscardHandler)
@@ -261,16 +265,26 @@ func (t *Table) Endpoints(networkID string) []overlay.Endpoint {
 func (t *Table) lookup(k key) *entry { return t.nets[k.network][k.ip] }
 
 // live reports whether a stored record is a visible endpoint: not a
-// tombstone, and written by this node or by a live member.
+// tombstone, and written by a visible node.
 func (t *Table) live(e *entry) bool {
 	if e == nil || e.rec.deleted {
 		return false
 	}
-	if e.rec.origin == t.node {
+	return t.visible(e.rec.origin)
+}
+
+// visible reports whether node's records are live endpoints: this node's
+// always; another's while memberlist reports it alive and the leader has
+// not judged it Down.
+func (t *Table) visible(node string) bool {
+	if node == t.node {
 		return true
 	}
-	_, ok := t.members[e.rec.origin]
-	return ok
+	if _, down := t.down[node]; down {
+		return false
+	}
+	_, member := t.members[node]
+	return member
 }
 
 // put stores r as the newest record of its key, which the caller has

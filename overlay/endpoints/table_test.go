@@ -440,3 +440,41 @@ func TestHandleEventFollowsAgentsOnly(t *testing.T) {
 		t.Fatal("the agent's return left its endpoints hidden")
 	}
 }
+
+// TestSetDownHidesWhatTheLeaderHoldsDown: a node the leader judged Down is
+// hidden at once although memberlist still reports it, stays hidden when
+// memberlist reports it again, and comes back when the leader holds it up;
+// this node's own records are never hidden.
+func TestSetDownHidesWhatTheLeaderHoldsDown(t *testing.T) {
+	tbl := newTestTable(t, Config{Node: "a"})
+	if err := tbl.Publish(ep("10.0.0.1", "a", "web")); err != nil {
+		t.Fatal(err)
+	}
+	deliver(t, tbl, live(ep("10.0.0.2", "b", "web"), 10), live(ep("10.0.0.4", "c", "db"), 12))
+	all := []string{"10.0.0.1", "10.0.0.2", "10.0.0.4"}
+	if got := ips(tbl, testNet); !slices.Equal(got, all) {
+		t.Fatalf("before: %v, want %v", got, all)
+	}
+
+	tbl.SetDown([]string{"b", "a"})
+	if got, want := ips(tbl, testNet), []string{"10.0.0.1", "10.0.0.4"}; !slices.Equal(got, want) {
+		t.Fatalf("with b and a held down: %v, want %v (b hidden, a's own kept)", got, want)
+	}
+	// Gossip's word does not overrule the leader's.
+	tbl.NodeLeft("b")
+	tbl.NodeJoined("b")
+	if got, want := ips(tbl, testNet), []string{"10.0.0.1", "10.0.0.4"}; !slices.Equal(got, want) {
+		t.Fatalf("b rejoined gossip while held down: %v, want %v", got, want)
+	}
+	tbl.SetDown(nil)
+	if got := ips(tbl, testNet); !slices.Equal(got, all) {
+		t.Fatalf("after b is held up again: %v, want %v", got, all)
+	}
+	// Held up again but gone from gossip: hidden by membership.
+	tbl.NodeLeft("c")
+	tbl.SetDown([]string{"c"})
+	tbl.SetDown(nil)
+	if got, want := ips(tbl, testNet), []string{"10.0.0.1", "10.0.0.2"}; !slices.Equal(got, want) {
+		t.Fatalf("c left gossip: %v, want %v", got, want)
+	}
+}

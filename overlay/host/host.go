@@ -144,6 +144,11 @@ func (h *Host) Delegate() memberlist.Delegate { return h.table.Delegate() }
 // once.
 func (h *Host) HandleGossip(ev gossip.Event) { h.table.HandleEvent(ev) }
 
+// NodesDown takes the leader's Down verdicts (a session's DownNodes): those
+// nodes' tasks get no more traffic from this host, by DNS or the mesh, and
+// their addresses are unprogrammed, until the leader holds them up again.
+func (h *Host) NodesDown(names []string) { h.table.SetDown(names) }
+
 // SetPool gives the overlay the gossip pool it rides on, once it started.
 func (h *Host) SetPool(p *gossip.Pool) {
 	h.mu.Lock()
