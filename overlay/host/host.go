@@ -20,6 +20,7 @@ package host
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -132,7 +133,9 @@ func New(cfg Config) (*Host, error) {
 		return nil, fmt.Errorf("overlay endpoint table: %w", err)
 	}
 	h.table = table
-	h.mesh = mesh.New(mesh.Config{Backends: h.meshBackends, Logger: cfg.Logger})
+	spread := fnv.New64a()
+	spread.Write([]byte(cfg.Node))
+	h.mesh = mesh.New(mesh.Config{Backends: h.meshBackends, Spread: spread.Sum64(), Logger: cfg.Logger})
 	h.dns = newDNSServers(h, cfg.Upstreams, cfg.Logger)
 	return h, nil
 }

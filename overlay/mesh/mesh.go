@@ -144,6 +144,11 @@ type Config struct {
 	// DialTimeout bounds each TCP connection attempt to one backend
 	// (DefaultDialTimeout if zero).
 	DialTimeout time.Duration
+	// Spread is where each port's round robin starts. Hosts given different
+	// values (a hash of the node's name, say) send their first connections
+	// to different tasks, where with one start every host would pick the
+	// same task first.
+	Spread uint64
 	// HedgeDelay is how long a TCP connection attempt may go unanswered
 	// before the next backend is tried beside it (DefaultHedgeDelay if
 	// zero; negative disables, so that backends are tried one at a time).
@@ -385,6 +390,7 @@ type published struct {
 func newPublished(m *Mesh, k portKey, r *route) *published {
 	name := fmt.Sprintf("%d/%s", k.port, k.proto)
 	p := &published{m: m, key: k, name: name, log: m.log.With("port", name)}
+	p.rr.n.Store(m.cfg.Spread)
 	p.route.Store(r)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return p

@@ -40,6 +40,22 @@ func TestTCPRoundRobin(t *testing.T) {
 	}
 }
 
+// TestTCPSpreadStartsTheRoundRobinElsewhere: hosts with different Spread
+// values send their first connection to different tasks, and keep the
+// round robin's order from there.
+func TestTCPSpreadStartsTheRoundRobinElsewhere(t *testing.T) {
+	servers := startTCP(t, 3, identity)
+	for spread := range uint64(3) {
+		_, _, addr := tcpSetup(t, Config{Spread: spread}, servers)
+		for i := range 3 {
+			want := servers.addrs[(int(spread)+i)%3].String()
+			if got := ask(t, addr); got != want {
+				t.Fatalf("spread %d, connection %d answered by %q, want %q", spread, i, got, want)
+			}
+		}
+	}
+}
+
 func TestTCPSkipsRefusingBackend(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
