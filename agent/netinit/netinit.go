@@ -13,11 +13,13 @@
 package netinit
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"syscall"
 	"time"
@@ -56,10 +58,22 @@ func Main() int {
 		fmt.Fprintln(os.Stderr, "skiff init: no command to run")
 		return 2
 	}
-	if err := waitForInterfaces(*ifaces, waitLimit); err != nil {
+	// As PID 1 of its container the init ignores every signal it does not
+	// handle, so a task stopped before its network was up would wait out
+	// the engine's stop timeout. It ends on the stop signal instead, as
+	// the program would have; exec gives the program the default handling
+	// back.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	if err := waitForInterfaces(*ifaces, waitLimit, stop); err != nil {
 		fmt.Fprintln(os.Stderr, "skiff init:", err)
+		var sig stoppedError
+		if errors.As(err, &sig) {
+			return 128 + int(sig.sig)
+		}
 		return 1
 	}
+	signal.Reset(syscall.SIGTERM, syscall.SIGINT)
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "skiff init: %v\n", err)
@@ -70,10 +84,20 @@ func Main() int {
 	return 126
 }
 
+// stoppedError: a stop signal came before the network was up.
+type stoppedError struct{ sig syscall.Signal }
+
+func (e stoppedError) Error() string {
+	return "stopped by " + e.sig.String() + " before the network was up"
+}
+
 // waitForInterfaces waits until eth0..eth<n-1> exist, are up and have an
-// IPv4 address: the last thing the agent does when it plumbs one.
-func waitForInterfaces(n int, limit time.Duration) error {
+// IPv4 address (the last thing the agent does when it plumbs one), or
+// until a signal arrives on stop.
+func waitForInterfaces(n int, limit time.Duration, stop <-chan os.Signal) error {
 	deadline := time.Now().Add(limit)
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
 	for {
 		missing := ""
 		for i := range n {
@@ -89,7 +113,14 @@ func waitForInterfaces(n int, limit time.Duration) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("network interface %s was not set up within %s", missing, limit)
 		}
-		time.Sleep(pollEvery)
+		select {
+		case sig := <-stop:
+			if s, ok := sig.(syscall.Signal); ok {
+				return stoppedError{s}
+			}
+			return stoppedError{syscall.SIGTERM}
+		case <-tick.C:
+		}
 	}
 }
 
