@@ -61,11 +61,10 @@ func (d *Dispatcher) streamAssignments(ctx context.Context, s *session) error {
 	if err := s.send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_Assignments{Assignments: full}}); err != nil {
 		return err
 	}
-	down, downChanged := d.hub.downNodes()
-	if err := sendDown(s, down); err != nil {
+	sentDown, downChanged := d.hub.downNodes()
+	if err := sendDown(s, sentDown); err != nil {
 		return err
 	}
-	sentDown := down
 	// A change of the Down set after a quiet spell goes at once; changes
 	// that follow it closely go together, so that many nodes failing
 	// together (a rack, a partition) cost each agent a message a second,
@@ -75,12 +74,20 @@ func (d *Dispatcher) streamAssignments(ctx context.Context, s *session) error {
 	downTimer.Stop()
 	defer downTimer.Stop()
 	downPending := false // the timer will send the latest set
+	flushDown := func() error {
+		latest, _ := d.hub.downNodes()
+		if slices.Equal(latest, sentDown) {
+			return nil
+		}
+		sentDown = latest
+		return sendDown(s, latest)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-downChanged:
-			down, downChanged = d.hub.downNodes()
+			_, downChanged = d.hub.downNodes()
 			if downPending {
 				continue
 			}
@@ -89,19 +96,14 @@ func (d *Dispatcher) streamAssignments(ctx context.Context, s *session) error {
 				downTimer.Reset(delay)
 				continue
 			}
-			if err := sendDown(s, down); err != nil {
+			if err := flushDown(); err != nil {
 				return err
 			}
-			sentDown = down
 			continue
 		case <-downTimer.C:
 			downPending = false
-			down, downChanged = d.hub.downNodes()
-			if !slices.Equal(down, sentDown) {
-				if err := sendDown(s, down); err != nil {
-					return err
-				}
-				sentDown = down
+			if err := flushDown(); err != nil {
+				return err
 			}
 			continue
 		case <-f.notify:

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -134,25 +135,23 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	d.mu.Lock()
 	now := d.now()
 	// The hub watches before any session of this term can subscribe to it.
+	var gossipDead []string
+	if d.cfg.GossipDead != nil {
+		gossipDead = d.cfg.GossipDead()
+	}
 	nodes := 0
 	changes, stopWatch := d.store.ViewAndWatch(func(tx state.ReadTx) {
 		tx.EachNode(func(n *skiffpb.Node) bool {
 			d.lastSeen[n.GetId()] = now
+			if slices.Contains(gossipDead, n.GetName()) {
+				d.lastSeen[n.GetId()] = time.Time{}
+				d.logger.Info("gossip reported node dead before this term; its grace is over", "node", n.GetName())
+			}
 			nodes++
 			return true
 		})
 		d.hub.resetDown(tx)
 	})
-	if d.cfg.GossipDead != nil {
-		for _, name := range d.cfg.GossipDead() {
-			d.store.View(func(tx state.ReadTx) {
-				if n := tx.NodeByName(name); n != nil {
-					d.lastSeen[n.GetId()] = time.Time{}
-					d.logger.Info("gossip reported node dead before this term; its grace is over", "node", name)
-				}
-			})
-		}
-	}
 	d.running = ctx
 	d.statuses = statuses
 	d.period = d.cfg.HeartbeatPeriod

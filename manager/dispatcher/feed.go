@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 
@@ -41,9 +42,9 @@ func (h *hub) downNodes() ([]string, <-chan struct{}) {
 	return h.downNames, h.downChanged
 }
 
-// noteNodes takes nodes' latest versions (deleted: gone from the store)
+// noteNodes takes node events (the node's latest version, or its removal)
 // into the Down set; with reset, the set is rebuilt from them alone.
-func (h *hub) noteNodes(nodes []*skiffpb.Node, deleted []bool, reset bool) {
+func (h *hub) noteNodes(events []state.Event, reset bool) {
 	h.downMu.Lock()
 	defer h.downMu.Unlock()
 	changed := false
@@ -51,9 +52,10 @@ func (h *hub) noteNodes(nodes []*skiffpb.Node, deleted []bool, reset bool) {
 		h.down = map[string]string{}
 		changed = true
 	}
-	for i, n := range nodes {
+	for _, ev := range events {
+		n := ev.Object.(*skiffpb.Node)
 		name, was := h.down[n.GetId()]
-		isDown := !deleted[i] && n.GetStatus().GetState() == skiffpb.NodeState_NODE_STATE_DOWN
+		isDown := !ev.Deleted && n.GetStatus().GetState() == skiffpb.NodeState_NODE_STATE_DOWN
 		switch {
 		case isDown && (!was || name != n.GetName()):
 			h.down[n.GetId()] = n.GetName()
@@ -66,11 +68,7 @@ func (h *hub) noteNodes(nodes []*skiffpb.Node, deleted []bool, reset bool) {
 	if !changed {
 		return
 	}
-	names := make([]string, 0, len(h.down))
-	for _, name := range h.down {
-		names = append(names, name)
-	}
-	slices.Sort(names)
+	names := slices.Sorted(maps.Values(h.down))
 	h.downNames = names
 	close(h.downChanged)
 	h.downChanged = make(chan struct{})
@@ -78,12 +76,12 @@ func (h *hub) noteNodes(nodes []*skiffpb.Node, deleted []bool, reset bool) {
 
 // resetDown rebuilds the Down set from a view of the store.
 func (h *hub) resetDown(tx state.ReadTx) {
-	var nodes []*skiffpb.Node
+	var nodes []state.Event
 	tx.EachNode(func(n *skiffpb.Node) bool {
-		nodes = append(nodes, n)
+		nodes = append(nodes, state.Event{Object: n})
 		return true
 	})
-	h.noteNodes(nodes, make([]bool, len(nodes)), true)
+	h.noteNodes(nodes, true)
 }
 
 // feed is what one session has yet to hear about its node: the latest
@@ -165,8 +163,7 @@ func (h *hub) run(ctx context.Context, ch <-chan state.Batch, cancel func()) {
 // route hands one batch's events to the feeds of the nodes they concern.
 func (h *hub) route(b state.Batch) {
 	byNode := map[string][]state.Event{}
-	var nodes []*skiffpb.Node
-	var deleted []bool
+	var nodes []state.Event
 	for _, ev := range b.Events {
 		var nodeID string
 		switch o := ev.Object.(type) {
@@ -174,15 +171,14 @@ func (h *hub) route(b state.Batch) {
 			nodeID = o.GetNodeId()
 		case *skiffpb.Node:
 			nodeID = o.GetId()
-			nodes = append(nodes, o)
-			deleted = append(deleted, ev.Deleted)
+			nodes = append(nodes, ev)
 		}
 		if nodeID != "" {
 			byNode[nodeID] = append(byNode[nodeID], ev)
 		}
 	}
 	if len(nodes) > 0 {
-		h.noteNodes(nodes, deleted, false)
+		h.noteNodes(nodes, false)
 	}
 	if len(byNode) == 0 {
 		return

@@ -42,49 +42,47 @@ func nodeState(s *state.Store, id string) skiffpb.NodeState {
 
 // TestNodeHealth: with a long grace, a node is marked Down only when gossip
 // declares it dead; a live verdict or an unknown name changes nothing.
-func TestNodeHealth(t *testing.T) {
-	store := state.New()
-	fr := &fakeRaft{store: store}
-	var actions []*skiffpb.StoreAction
-	for _, id := range []string{"n1", "n2"} {
-		actions = append(actions, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_PutNode{PutNode: &skiffpb.Node{
-			Id: id, Meta: &skiffpb.Meta{}, Name: "h" + id[1:], Status: &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_READY},
-		}}})
-	}
-	if _, err := fr.Propose(context.Background(), &skiffpb.Command{Actions: actions}); err != nil {
+// putNode stores a node in the given state, through fr.
+func putNode(t *testing.T, fr *fakeRaft, id, name string, st skiffpb.NodeState) {
+	t.Helper()
+	if _, err := fr.Propose(context.Background(), &skiffpb.Command{Actions: []*skiffpb.StoreAction{{Action: &skiffpb.StoreAction_PutNode{PutNode: &skiffpb.Node{
+		Id: id, Meta: &skiffpb.Meta{}, Name: name, Status: &skiffpb.NodeStatus{State: st},
+	}}}}}); err != nil {
 		t.Fatal(err)
 	}
-	d := New(Config{Store: store, Raft: fr, HeartbeatPeriod: 10 * time.Millisecond, DownGrace: time.Hour})
+}
+
+// runTerm runs d for one term, until the test ends, and returns once the
+// term has started.
+func runTerm(t *testing.T, d *Dispatcher) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); d.Run(ctx) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
 			t.Error("Run did not return")
 		}
-	}()
-	// Wait until Run has started the term (it seeds every node's clock).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		d.mu.Lock()
-		started := d.running != nil
-		d.mu.Unlock()
-		if started {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Run did not start")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	})
+	waitRunning(t, d)
+}
+
+func TestNodeHealth(t *testing.T) {
+	store := state.New()
+	fr := &fakeRaft{store: store}
+	putNode(t, fr, "n1", "h1", skiffpb.NodeState_NODE_STATE_READY)
+	putNode(t, fr, "n2", "h2", skiffpb.NodeState_NODE_STATE_READY)
+	d := New(Config{Store: store, Raft: fr, HeartbeatPeriod: 10 * time.Millisecond, DownGrace: time.Hour})
+	// The term seeds every node's clock when it starts.
+	runTerm(t, d)
 
 	d.NodeHeard("h1", true)
 	d.NodeHeard("nobody", false)
 	d.NodeHeard("h1", false)
-	deadline = time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for nodeState(store, "n1") != skiffpb.NodeState_NODE_STATE_DOWN {
 		if time.Now().After(deadline) {
 			t.Fatal("n1 not marked down after gossip declared it dead")
@@ -184,21 +182,11 @@ func TestHeartbeatPeriodStretches(t *testing.T) {
 func TestGossipDeathBeforeTheTerm(t *testing.T) {
 	store := state.New()
 	fr := &fakeRaft{store: store}
-	var actions []*skiffpb.StoreAction
-	for _, id := range []string{"n1", "n2"} {
-		actions = append(actions, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_PutNode{PutNode: &skiffpb.Node{
-			Id: id, Meta: &skiffpb.Meta{}, Name: "h" + id[1:], Status: &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_READY},
-		}}})
-	}
-	if _, err := fr.Propose(context.Background(), &skiffpb.Command{Actions: actions}); err != nil {
-		t.Fatal(err)
-	}
+	putNode(t, fr, "n1", "h1", skiffpb.NodeState_NODE_STATE_READY)
+	putNode(t, fr, "n2", "h2", skiffpb.NodeState_NODE_STATE_READY)
 	d := New(Config{Store: store, Raft: fr, HeartbeatPeriod: 10 * time.Millisecond, DownGrace: time.Hour,
 		GossipDead: func() []string { return []string{"h2", "nobody"} }})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runTerm(t, d)
 
 	deadline := time.Now().Add(10 * time.Second)
 	for nodeState(store, "n2") != skiffpb.NodeState_NODE_STATE_DOWN {

@@ -20,35 +20,14 @@ import (
 func TestSessionEndsWithTheTerm(t *testing.T) {
 	store := state.New()
 	d := New(Config{Store: store, Raft: &fakeRaft{store: store}, HeartbeatPeriod: 50 * time.Millisecond})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	skiffpb.RegisterDispatcherServer(srv, d)
-	go srv.Serve(lis)
-	defer srv.Stop()
-
 	term, endTerm := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	go func() { defer close(ran); d.Run(term) }()
 	defer func() { endTerm(); <-ran }()
 	waitRunning(t, d)
 
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	stream, err := skiffpb.NewDispatcherClient(conn).Session(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&skiffpb.AgentMessage{Msg: &skiffpb.AgentMessage_Register{Register: &skiffpb.Register{Name: "h1"}}}); err != nil {
-		t.Fatal(err)
-	}
+	stream := openSession(t, d, "h1")
+	ctx := stream.Context()
 	if m, err := stream.Recv(); err != nil || m.GetAccepted() == nil {
 		t.Fatalf("first message %v, %v; want SessionAccepted", m, err)
 	}
@@ -99,6 +78,35 @@ func TestSessionEndsWithTheTerm(t *testing.T) {
 	}
 }
 
+// openSession serves d's Dispatcher API on a loopback port and opens a
+// session for the node named name, registered; both end with the test.
+func openSession(t *testing.T, d *Dispatcher, name string) grpc.BidiStreamingClient[skiffpb.AgentMessage, skiffpb.ManagerMessage] {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	skiffpb.RegisterDispatcherServer(srv, d)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	stream, err := skiffpb.NewDispatcherClient(conn).Session(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&skiffpb.AgentMessage{Msg: &skiffpb.AgentMessage_Register{Register: &skiffpb.Register{Name: name}}}); err != nil {
+		t.Fatal(err)
+	}
+	return stream
+}
+
 // waitRunning waits until Run has started the term.
 func waitRunning(t *testing.T, d *Dispatcher) {
 	t.Helper()
@@ -131,40 +139,10 @@ func TestDownNodesReachTheAgents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := fr.Propose(context.Background(), &skiffpb.Command{Actions: []*skiffpb.StoreAction{{Action: &skiffpb.StoreAction_PutNode{PutNode: &skiffpb.Node{
-		Id: "n2", Meta: &skiffpb.Meta{}, Name: "h2", Status: &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_DOWN},
-	}}}}}); err != nil {
-		t.Fatal(err)
-	}
+	putNode(t, fr, "n2", "h2", skiffpb.NodeState_NODE_STATE_DOWN)
 	d := New(Config{Store: store, Raft: fr, HeartbeatPeriod: 50 * time.Millisecond, DownGrace: time.Hour})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	skiffpb.RegisterDispatcherServer(srv, d)
-	go srv.Serve(lis)
-	defer srv.Stop()
-	term, endTerm := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() { defer close(ran); d.Run(term) }()
-	defer func() { endTerm(); <-ran }()
-	waitRunning(t, d)
-
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	stream, err := skiffpb.NewDispatcherClient(conn).Session(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&skiffpb.AgentMessage{Msg: &skiffpb.AgentMessage_Register{Register: &skiffpb.Register{Name: "h1"}}}); err != nil {
-		t.Fatal(err)
-	}
+	runTerm(t, d)
+	stream := openSession(t, d, "h1")
 	// nextDown returns the names of the next DownNodes message.
 	nextDown := func() []string {
 		t.Helper()
