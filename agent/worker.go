@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/skiffhq/skiff/internal/coalesce"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
@@ -350,36 +351,24 @@ func (w *worker) wait() { w.wg.Wait() }
 // latest matters, so a burst of changes while the leader is unreachable
 // costs one entry per task, not one per change.
 type reportQueue struct {
-	mu      sync.Mutex
-	pending map[string]*skiffpb.TaskStatus
-	notify  chan struct{}
+	q *coalesce.Queue[string, *skiffpb.TaskStatus]
+	// notify has a value when there is something to take.
+	notify <-chan struct{}
 }
 
 func newReportQueue() *reportQueue {
-	return &reportQueue{pending: map[string]*skiffpb.TaskStatus{}, notify: make(chan struct{}, 1)}
+	q := coalesce.New[string, *skiffpb.TaskStatus](nil)
+	return &reportQueue{q: q, notify: q.Notify()}
 }
 
-func (q *reportQueue) put(id string, st *skiffpb.TaskStatus) {
-	q.mu.Lock()
-	q.pending[id] = st
-	q.mu.Unlock()
-	select {
-	case q.notify <- struct{}{}:
-	default:
-	}
-}
+func (q *reportQueue) put(id string, st *skiffpb.TaskStatus) { q.q.Put(id, st) }
 
 // take removes and returns up to max pending reports.
 func (q *reportQueue) take(max int) []*skiffpb.TaskStatusUpdate {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	out := make([]*skiffpb.TaskStatusUpdate, 0, min(max, len(q.pending)))
-	for id, st := range q.pending {
-		if len(out) == max {
-			break
-		}
-		out = append(out, &skiffpb.TaskStatusUpdate{TaskId: id, Status: st})
-		delete(q.pending, id)
+	es := q.q.Take(max)
+	out := make([]*skiffpb.TaskStatusUpdate, len(es))
+	for i, e := range es {
+		out[i] = &skiffpb.TaskStatusUpdate{TaskId: e.Key, Status: e.Value}
 	}
 	return out
 }
@@ -387,17 +376,11 @@ func (q *reportQueue) take(max int) []*skiffpb.TaskStatusUpdate {
 // requeue puts back reports that could not be sent, unless a newer one
 // arrived meanwhile.
 func (q *reportQueue) requeue(us []*skiffpb.TaskStatusUpdate) {
-	q.mu.Lock()
-	for _, u := range us {
-		if _, newer := q.pending[u.GetTaskId()]; !newer {
-			q.pending[u.GetTaskId()] = u.GetStatus()
-		}
+	es := make([]coalesce.Entry[string, *skiffpb.TaskStatus], len(us))
+	for i, u := range us {
+		es[i] = coalesce.Entry[string, *skiffpb.TaskStatus]{Key: u.GetTaskId(), Value: u.GetStatus()}
 	}
-	q.mu.Unlock()
-	select {
-	case q.notify <- struct{}{}:
-	default:
-	}
+	q.q.Return(es)
 }
 
 // logMeta returns the task a log line belongs to, or nil if the worker does

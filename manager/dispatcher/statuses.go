@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/skiffhq/skiff/internal/coalesce"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
@@ -18,48 +19,36 @@ import (
 // grace, and healthy nodes were marked down. The memory it takes is bounded
 // by the number of tasks, not by the number of reports.
 type statusBuffer struct {
-	mu      sync.Mutex
-	pending map[string]*skiffpb.TaskStatusUpdate
-	// notify has room for one signal: "there is something to take".
-	notify chan struct{}
+	q *coalesce.Queue[string, *skiffpb.TaskStatusUpdate]
+	// notify has a value when there is something to take.
+	notify <-chan struct{}
 }
 
 func newStatusBuffer() *statusBuffer {
-	return &statusBuffer{pending: map[string]*skiffpb.TaskStatusUpdate{}, notify: make(chan struct{}, 1)}
+	// A report of an earlier state than the one waiting for the same task
+	// is dropped: it arrived late (from a session being replaced) and
+	// Apply would drop it anyway.
+	q := coalesce.New[string](func(old, new *skiffpb.TaskStatusUpdate) bool {
+		return new.GetStatus().GetState() >= old.GetStatus().GetState()
+	})
+	return &statusBuffer{q: q, notify: q.Notify()}
 }
 
-// put adds reports. A report of an earlier state than the one waiting for
-// the same task is dropped: it arrived late (from a session being replaced)
-// and Apply would drop it anyway.
+// put adds one message's reports, together.
 func (b *statusBuffer) put(us []*skiffpb.TaskStatusUpdate) {
-	if len(us) == 0 {
-		return
+	es := make([]coalesce.Entry[string, *skiffpb.TaskStatusUpdate], len(us))
+	for i, u := range us {
+		es[i] = coalesce.Entry[string, *skiffpb.TaskStatusUpdate]{Key: u.GetTaskId(), Value: u}
 	}
-	b.mu.Lock()
-	for _, u := range us {
-		if old, ok := b.pending[u.GetTaskId()]; ok && old.GetStatus().GetState() > u.GetStatus().GetState() {
-			continue
-		}
-		b.pending[u.GetTaskId()] = u
-	}
-	b.mu.Unlock()
-	select {
-	case b.notify <- struct{}{}:
-	default:
-	}
+	b.q.PutAll(es)
 }
 
 // take removes and returns up to max reports.
 func (b *statusBuffer) take(max int) []*skiffpb.TaskStatusUpdate {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	out := make([]*skiffpb.TaskStatusUpdate, 0, min(max, len(b.pending)))
-	for id, u := range b.pending {
-		if len(out) == max {
-			break
-		}
-		out = append(out, u)
-		delete(b.pending, id)
+	es := b.q.Take(max)
+	out := make([]*skiffpb.TaskStatusUpdate, len(es))
+	for i, e := range es {
+		out[i] = e.Value
 	}
 	return out
 }
