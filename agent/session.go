@@ -200,9 +200,6 @@ func (s *agentSession) send(ctx context.Context) error {
 	defer tick.Stop()
 	q := s.a.worker.reports
 	pace := rate.NewLimiter(rate.Every(statusLinger), 1)
-	linger := time.NewTimer(statusLinger)
-	linger.Stop()
-	defer linger.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -227,13 +224,8 @@ func (s *agentSession) send(ctx context.Context) error {
 				return err
 			}
 		case <-q.notify:
-			if d := pace.Reserve().Delay(); d > 0 {
-				linger.Reset(d)
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-linger.C:
-				}
+			if err := pace.Wait(ctx); err != nil {
+				return err
 			}
 			for {
 				batch := q.take(statusBatchMax)

@@ -75,23 +75,16 @@ func (d *Dispatcher) batchStatuses(ctx context.Context, buf *statusBuffer) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	pace := rate.NewLimiter(rate.Every(statusBatchWait), 1)
-	linger := time.NewTimer(statusBatchWait)
-	linger.Stop()
-	defer linger.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-buf.notify:
 		}
-		if delay := pace.Reserve().Delay(); delay > 0 {
-			// Let the rest of a burst arrive.
-			linger.Reset(delay)
-			select {
-			case <-ctx.Done():
-				return
-			case <-linger.C:
-			}
+		// At once after a quiet spell; otherwise the rest of the burst
+		// arrives meanwhile.
+		if pace.Wait(ctx) != nil {
+			return
 		}
 		for {
 			batch := buf.take(statusBatchMax)
