@@ -10,11 +10,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/skiffhq/skiff/internal/testcluster"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
 // scriptedManager answers ListNodes with the errors it is given, in turn,
-// then with success: a manager during an election, as the client sees it.
+// then with success. It stands in for a manager where a real one cannot be
+// made to fail a call at a chosen point: cut off with its leader mid-call.
 type scriptedManager struct {
 	skiffpb.UnimplementedControlServer
 	errs  []error
@@ -52,18 +54,21 @@ func listNodes(t *testing.T, addrs ...string) error {
 	return err
 }
 
-// TestCallWaitsOutAnElection: while every manager answers that it has no
-// leader, the call was applied nowhere and is sent again; it succeeds once
-// a leader is elected.
+// TestCallWaitsOutAnElection: a call made through the survivors the moment
+// the leader stops reaches managers that have no leader yet; it is sent
+// again until one is elected, and succeeds.
 func TestCallWaitsOutAnElection(t *testing.T) {
-	noLeader := skiffpb.NoLeaderError("no leader: an election is under way")
-	a := &scriptedManager{errs: []error{noLeader, noLeader, noLeader}}
-	b := &scriptedManager{errs: []error{noLeader, noLeader}}
-	if err := listNodes(t, serve(t, a), serve(t, b)); err != nil {
-		t.Fatalf("call failed: %v", err)
+	c := testcluster.New(t, 3)
+	leader := c.WaitLeader()
+	var survivors []string
+	for _, m := range c.Managers {
+		if m != leader {
+			survivors = append(survivors, m.APIAddr())
+		}
 	}
-	if got := a.calls.Load() + b.calls.Load(); got < 4 {
-		t.Errorf("%d calls in all, want the refused ones sent again", got)
+	c.Stop(leader)
+	if err := listNodes(t, survivors...); err != nil {
+		t.Fatalf("a call made as the leader stopped failed: %v", err)
 	}
 }
 

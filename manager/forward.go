@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -64,7 +65,7 @@ func (f *forwarder) conn() (*grpc.ClientConn, error) {
 		// them: without a short connect timeout (gRPC's default is 20 s) a
 		// call forwarded at that moment would hang instead of failing and
 		// being retried against the new leader.
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: 2 * time.Second}))
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: leaderConnectTimeout}))
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "connect to leader %s: %v", addr, err)
 	}
@@ -137,12 +138,12 @@ func (f *forwarder) unary(ctx context.Context, req any, info *grpc.UnaryServerIn
 	if err != nil {
 		return nil, err
 	}
-	c, err := f.conn()
+	c, err := f.ready(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if err := c.Invoke(outgoing(ctx), info.FullMethod, req, reply); err != nil {
-		return nil, relayErr(ctx, err)
+		return nil, relayErr(ctx, c, err)
 	}
 	return reply, nil
 }
@@ -168,14 +169,14 @@ func (f *forwarder) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 	if err := ss.RecvMsg(req); err != nil {
 		return err
 	}
-	c, err := f.conn()
+	c, err := f.ready(ss.Context())
 	if err != nil {
 		return err
 	}
 	desc := &grpc.StreamDesc{StreamName: string(md.Name()), ServerStreams: true}
 	cs, err := c.NewStream(outgoing(ss.Context()), desc, info.FullMethod)
 	if err != nil {
-		return relayErr(ss.Context(), err)
+		return relayErr(ss.Context(), c, err)
 	}
 	if err := cs.SendMsg(req); err != nil {
 		return err
@@ -192,7 +193,7 @@ func (f *forwarder) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
-			return relayErr(ss.Context(), err)
+			return relayErr(ss.Context(), c, err)
 		}
 		if err := ss.SendMsg(reply); err != nil {
 			return err
@@ -201,16 +202,56 @@ func (f *forwarder) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 }
 
 // relayErr is the leader's answer as the client gets it, except when the
-// call died on the way while the client still waited: then the connection
-// to the leader was closed under it (see retain), which gRPC reports as
-// Canceled, and the client must hear Unavailable, the code it retries on
-// another manager.
-func relayErr(ctx context.Context, err error) error {
-	if ctx.Err() == nil && status.Code(err) == codes.Canceled {
+// call died on the way while the client still waited: the connection to the
+// leader was closed under it (see retain), which gRPC reports as Canceled,
+// or broke, which it reports as Unavailable with words about the
+// connection that the client would take for its own. Either way the client
+// must hear that the leader was lost, with Unavailable, the code it tries
+// another manager on.
+func relayErr(ctx context.Context, c *grpc.ClientConn, err error) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	lost := status.Code(err) == codes.Canceled ||
+		status.Code(err) == codes.Unavailable && !skiffpb.IsNoLeader(err) && c.GetState() != connectivity.Ready
+	if lost {
 		return status.Error(codes.Unavailable, "the leader was lost while it handled this call, which may or may not have taken effect: check, and retry")
 	}
 	return err
 }
+
+// ready returns the connection to the leader once it is up. A leader that
+// cannot be reached within leaderConnectTimeout has had nothing sent to it,
+// so the call is refused as for want of a leader: the client may send it
+// again as it is.
+func (f *forwarder) ready(ctx context.Context) (*grpc.ClientConn, error) {
+	c, err := f.conn()
+	if err != nil {
+		return nil, err
+	}
+	c.Connect()
+	wctx, cancel := context.WithTimeout(ctx, leaderConnectTimeout)
+	defer cancel()
+	for {
+		st := c.GetState()
+		switch st {
+		case connectivity.Ready:
+			return c, nil
+		case connectivity.TransientFailure, connectivity.Shutdown:
+			return nil, skiffpb.NoLeaderError("no leader reachable: the leader does not answer; retry in a moment")
+		}
+		if !c.WaitForStateChange(wctx, st) {
+			if ctx.Err() != nil {
+				return nil, status.FromContextError(ctx.Err()).Err()
+			}
+			return nil, skiffpb.NoLeaderError("no leader reachable: the leader did not answer within " + leaderConnectTimeout.String() + "; retry in a moment")
+		}
+	}
+}
+
+// leaderConnectTimeout bounds the wait for a connection to the leader, as
+// the connection's own MinConnectTimeout does.
+const leaderConnectTimeout = 2 * time.Second
 
 func methodOf(fullMethod string) (protoreflect.MethodDescriptor, error) {
 	// "/skiff.v1.Control/DeployStack" → "skiff.v1.Control.DeployStack"
