@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -122,7 +123,7 @@ func ownershipLabels(a *skiffpb.Assignment, node string) map[string]string {
 		LabelNode:      node,
 		LabelService:   serviceName(a),
 		LabelServiceID: task.GetServiceId(),
-		LabelStack:     cmpOr(task.GetStack(), spec.GetStack()),
+		LabelStack:     cmp.Or(task.GetStack(), spec.GetStack()),
 		LabelSlot:      strconv.FormatUint(task.GetSlot(), 10),
 	}
 }
@@ -130,14 +131,7 @@ func ownershipLabels(a *skiffpb.Assignment, node string) map[string]string {
 // serviceName prefers the spec's name, which is what the task runs, and falls
 // back to the name the task recorded.
 func serviceName(a *skiffpb.Assignment) string {
-	return cmpOr(a.GetSpec().GetName(), a.GetTask().GetServiceName())
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+	return cmp.Or(a.GetSpec().GetName(), a.GetTask().GetServiceName())
 }
 
 // resources follows swarm: only limits reach the engine. Reservations are a

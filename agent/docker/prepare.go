@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -136,7 +137,7 @@ func (e *Executor) ensureVolumes(ctx context.Context, a *skiffpb.Assignment) err
 			return fmt.Errorf("inspect volume %s: %w", m.GetSource(), err)
 		}
 		labels := maps.Clone(m.GetVolumeLabels())
-		if stack := cmpOr(a.GetTask().GetStack(), a.GetSpec().GetStack()); stack != "" {
+		if stack := cmp.Or(a.GetTask().GetStack(), a.GetSpec().GetStack()); stack != "" {
 			if labels == nil {
 				labels = map[string]string{}
 			}

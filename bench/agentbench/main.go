@@ -31,6 +31,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 	"github.com/miekg/dns"
+	"github.com/prometheus/procfs"
 	"github.com/vishvananda/netns"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -112,17 +113,20 @@ func control() (skiffpb.ControlClient, func(), error) {
 
 // rssOf reads a process's resident set size in MiB.
 func rssOf(pid int) (float64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	p, err := procfs.NewProc(pid)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("agent process %d: %w", pid, err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
-			return float64(kb) / 1024, err
-		}
+	st, err := p.NewStatus()
+	if err != nil {
+		return 0, fmt.Errorf("read /proc/%d/status: %w", pid, err)
 	}
-	return 0, errors.New("no VmRSS")
+	// procfs leaves a field that is missing at zero, as it is for a process
+	// that has exited but not been reaped; a live agent always has pages.
+	if st.VmRSS == 0 {
+		return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	}
+	return float64(st.VmRSS) / (1 << 20), nil
 }
 
 func agentPid(host string) (int, error) {

@@ -5,14 +5,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"image"
 	"image/color"
-	"image/png"
 	"io"
 	"math"
 	"os"
 	"strconv"
 	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
 )
 
 // series is one line of the plot: (seconds, value) points in time order.
@@ -82,39 +86,87 @@ func runPlot(args []string, _ io.Writer) error {
 		}
 		all = append(all, s)
 	}
-	img := plot(all, *title, *xlabel, *ylabel)
-	f, err := os.Create(*out)
+	p, err := newPlot(all, *title, *xlabel, *ylabel)
 	if err != nil {
 		return err
 	}
-	if err := png.Encode(f, img); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return writePNG(p, *out)
 }
 
-var (
-	white   = color.RGBA{255, 255, 255, 255}
-	black   = color.RGBA{0, 0, 0, 255}
-	grey    = color.RGBA{225, 225, 225, 255}
-	palette = []color.RGBA{
-		{31, 119, 180, 255}, // blue
-		{255, 127, 14, 255}, // orange
-		{44, 160, 44, 255},  // green
-		{214, 39, 40, 255},  // red
-		{148, 103, 189, 255},
-		{140, 86, 75, 255},
-	}
+// palette gives each series its colour, in the order they are named on the
+// command line, so that skiff and Swarm keep their colours from run to run.
+var palette = []color.RGBA{
+	{31, 119, 180, 255}, // blue
+	{255, 127, 14, 255}, // orange
+	{44, 160, 44, 255},  // green
+	{214, 39, 40, 255},  // red
+	{148, 103, 189, 255},
+	{140, 86, 75, 255},
+}
+
+// The PNG's size in pixels, and the resolution the plot's point sizes
+// (fonts, line widths) are rendered at.
+const (
+	plotW, plotH = 960, 560
+	plotDPI      = 96
 )
 
-const (
-	plotW, plotH                       = 960, 560
-	marginL, marginR, marginT, marginB = 90, 30, 60, 70
-)
+// newPlot draws every series as a step line (a count holds until the next
+// sample) with a mark at each sample, on shared axes starting at zero.
+func newPlot(all []series, title, xlabel, ylabel string) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = title
+	p.Title.TextStyle.Font.Size = vg.Points(16)
+	p.Title.Padding = vg.Points(10)
+	p.X.Label.Text = xlabel
+	p.Y.Label.Text = ylabel
+	for _, a := range []*plot.Axis{&p.X, &p.Y} {
+		a.Label.TextStyle.Font.Size = vg.Points(13)
+		a.Tick.Label.Font.Size = vg.Points(11)
+	}
+	// Bottom right inside the frame: the series are ramps up from the left,
+	// so that corner is the one they leave empty.
+	p.Legend.Top, p.Legend.Left = false, false
+	p.Legend.TextStyle.Font.Size = vg.Points(12)
+	p.Legend.XOffs, p.Legend.YOffs = -vg.Points(12), vg.Points(12)
+	p.Legend.ThumbnailWidth = vg.Points(24)
+
+	grid := plotter.NewGrid()
+	grid.Vertical.Color = color.Gray{Y: 215}
+	grid.Horizontal.Color = color.Gray{Y: 215}
+	p.Add(grid)
+
+	for i, s := range all {
+		xys := make(plotter.XYs, len(s.t))
+		for j := range s.t {
+			xys[j] = plotter.XY{X: s.t[j], Y: s.v[j]}
+		}
+		l, pts, err := plotter.NewLinePoints(xys)
+		if err != nil {
+			return nil, fmt.Errorf("series %s: %w", s.label, err)
+		}
+		c := palette[i%len(palette)]
+		// A count read at one sample holds until the next one.
+		l.StepStyle = plotter.PostStep
+		l.LineStyle.Color = c
+		l.LineStyle.Width = vg.Points(2)
+		pts.GlyphStyle = draw.GlyphStyle{Color: c, Radius: vg.Points(2), Shape: draw.BoxGlyph{}}
+		p.Add(l, pts)
+		p.Legend.Add(s.label, l, pts)
+	}
+	// Both axes start at zero, so that how long a ramp took to start and how
+	// far it got read straight off them, and end on a tick; the y axis
+	// leaves the highest marks clear of the frame.
+	xstep, ystep := niceStep(p.X.Max), niceStep(p.Y.Max)
+	p.X.Min, p.X.Max = 0, max(xstep, math.Ceil(p.X.Max/xstep)*xstep)
+	p.Y.Min, p.Y.Max = 0, max(ystep, math.Ceil(p.Y.Max*1.05/ystep)*ystep)
+	p.X.Tick.Marker, p.Y.Tick.Marker = ticks{xstep}, ticks{ystep}
+	return p, nil
+}
 
 // niceStep picks a tick step of 1, 2 or 5 × 10^k giving at most about
-// eight ticks over [0, max].
+// eight ticks over [0, max]: the library's default ticker gives three or
+// four, too few to read a time off.
 func niceStep(max float64) float64 {
 	if max <= 0 {
 		return 1
@@ -129,6 +181,20 @@ func niceStep(max float64) float64 {
 	return 10 * p
 }
 
+// ticks marks every multiple of step, labelled with no more decimals than
+// the step needs (the library's default labels counts as 50.00).
+type ticks struct{ step float64 }
+
+// Ticks implements plot.Ticker.
+func (t ticks) Ticks(lo, hi float64) []plot.Tick {
+	var out []plot.Tick
+	// Multiples rather than a running sum, which drifts off them.
+	for i := math.Ceil(lo / t.step); i*t.step <= hi+t.step/1e6; i++ {
+		out = append(out, plot.Tick{Value: i * t.step, Label: fmtTick(i*t.step, t.step)})
+	}
+	return out
+}
+
 func fmtTick(v, step float64) string {
 	if step >= 1 {
 		return strconv.FormatFloat(v, 'f', 0, 64)
@@ -137,85 +203,29 @@ func fmtTick(v, step float64) string {
 	return strconv.FormatFloat(v, 'f', digits, 64)
 }
 
-// plot draws every series as a step line (a count holds until the next
-// sample) on shared axes starting at zero.
-func plot(all []series, title, xlabel, ylabel string) *image.RGBA {
-	img := image.NewRGBA(image.Rect(0, 0, plotW, plotH))
-	fillRect(img, 0, 0, plotW, plotH, white)
-	var xmax, ymax float64
-	for _, s := range all {
-		for i := range s.t {
-			xmax = math.Max(xmax, s.t[i])
-			ymax = math.Max(ymax, s.v[i])
-		}
-	}
-	xstep, ystep := niceStep(xmax), niceStep(ymax)
-	xmax = math.Max(xstep, math.Ceil(xmax/xstep)*xstep)
-	ymax = math.Max(ystep, math.Ceil(ymax*1.05/ystep)*ystep)
-
-	x0, y0 := marginL, plotH-marginB // origin in pixels
-	w, h := plotW-marginL-marginR, plotH-marginT-marginB
-	px := func(t float64) int { return x0 + int(math.Round(t/xmax*float64(w))) }
-	py := func(v float64) int { return y0 - int(math.Round(v/ymax*float64(h))) }
-
-	// Grid, ticks and their labels.
-	for v := 0.0; v <= xmax+xstep/1e6; v += xstep {
-		x := px(v)
-		fillRect(img, x, marginT, 1, h, grey)
-		fillRect(img, x, y0, 1, 6, black)
-		l := fmtTick(v, xstep)
-		drawText(img, x-textWidth(l, 2)/2, y0+12, l, 2, black)
-	}
-	for v := 0.0; v <= ymax+ystep/1e6; v += ystep {
-		y := py(v)
-		fillRect(img, x0, y, w, 1, grey)
-		fillRect(img, x0-6, y, 6, 1, black)
-		l := fmtTick(v, ystep)
-		drawText(img, x0-12-textWidth(l, 2), y-glyphH, l, 2, black)
-	}
-	fillRect(img, x0, marginT, 2, h+1, black)
-	fillRect(img, x0, y0, w+1, 2, black)
-	drawText(img, x0+(w-textWidth(xlabel, 2))/2, plotH-28, xlabel, 2, black)
-	drawTextUp(img, 14, marginT+(h+textWidth(ylabel, 2))/2, ylabel, 2, black)
-	drawText(img, (plotW-textWidth(title, 3))/2, 16, title, 3, black)
-
-	for i, s := range all {
-		c := palette[i%len(palette)]
-		for j := range s.t {
-			x, y := px(s.t[j]), py(s.v[j])
-			if j > 0 {
-				// The previous count holds until this sample, then steps.
-				px0, py0 := px(s.t[j-1]), py(s.v[j-1])
-				line(img, px0, py0, x, py0, c)
-				line(img, x, py0, x, y, c)
-			}
-			fillRect(img, x-2, y-2, 5, 5, c)
-		}
-		// Legend, top left inside the plot.
-		ly := marginT + 14 + i*26
-		fillRect(img, x0+16, ly+2, 24, 10, c)
-		drawText(img, x0+48, ly, s.label, 2, black)
-	}
-	return img
+// render draws p on a canvas of plotW×plotH pixels. It sizes the canvas
+// itself rather than going through p.Save, whose sizes are in points at the
+// library's default resolution, so that the image's size is fixed here.
+func render(p *plot.Plot) *vgimg.Canvas {
+	length := func(px int) vg.Length { return vg.Length(px) * vg.Inch / plotDPI }
+	c := vgimg.NewWith(vgimg.UseWH(length(plotW), length(plotH)), vgimg.UseDPI(plotDPI))
+	p.Draw(draw.New(c))
+	return c
 }
 
-// line draws a 3-pixel-wide segment from (x1, y1) to (x2, y2).
-func line(img *image.RGBA, x1, y1, x2, y2 int, c color.Color) {
-	dx, dy := x2-x1, y2-y1
-	n := max(abs(dx), abs(dy))
-	for i := 0; i <= n; i++ {
-		x, y := x1, y1
-		if n > 0 {
-			x = x1 + dx*i/n
-			y = y1 + dy*i/n
-		}
-		fillRect(img, x-1, y-1, 3, 3, c)
+// writePNG renders p into a PNG file at path.
+func writePNG(p *plot.Plot, path string) error {
+	c := render(p)
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("create the plot: %w", err)
 	}
-}
-
-func abs(a int) int {
-	if a < 0 {
-		return -a
+	if _, err := (vgimg.PngCanvas{Canvas: c}).WriteTo(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return a
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -29,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -375,20 +377,23 @@ func waitQuiet(ctx context.Context, timeout time.Duration, logger *slog.Logger) 
 
 // cpuBusy measures the machine's busy percentage over one second.
 func cpuBusy() int {
+	// procfs divides the kernel's clock ticks by USER_HZ (100) into float
+	// seconds; rounding them back to whole ticks lets the percentage below
+	// truncate exactly, not a hair under a whole number.
+	ticks := func(s float64) int64 { return int64(math.Round(s * 100)) }
 	read := func() (busy, total int64) {
-		b, err := os.ReadFile("/proc/stat")
+		fs, err := procfs.NewDefaultFS()
 		if err != nil {
 			return 0, 0
 		}
-		line, _, _ := strings.Cut(string(b), "\n")
-		for i, f := range strings.Fields(line)[1:] {
-			v, _ := strconv.ParseInt(f, 10, 64)
-			total += v
-			if i != 3 && i != 4 { // idle and iowait
-				busy += v
-			}
+		st, err := fs.Stat()
+		if err != nil {
+			return 0, 0
 		}
-		return busy, total
+		c := st.CPUTotal
+		busy = ticks(c.User) + ticks(c.Nice) + ticks(c.System) + ticks(c.IRQ) + ticks(c.SoftIRQ) +
+			ticks(c.Steal) + ticks(c.Guest) + ticks(c.GuestNice)
+		return busy, busy + ticks(c.Idle) + ticks(c.Iowait)
 	}
 	b0, t0 := read()
 	time.Sleep(time.Second)
@@ -638,43 +643,40 @@ func (ps *processes) stopAll(logger *slog.Logger) {
 	}
 }
 
-// procStatus reads one "Key:   N kB" field of /proc/PID/status, in bytes.
-func procStatus(pid int, key string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+// procStatus reads a process's /proc/PID/status; a process that is gone
+// reads as all zeros, which the figures show as 0 rather than failing a
+// run that has measured everything else.
+func procStatus(pid int) procfs.ProcStatus {
+	p, err := procfs.NewProc(pid)
 	if err != nil {
-		return 0
+		return procfs.ProcStatus{}
 	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, key+":"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb << 10
-		}
+	st, err := p.NewStatus()
+	if err != nil {
+		return procfs.ProcStatus{}
 	}
-	return 0
+	return st
 }
 
 // rss is a process's resident set size now; peakRSS the largest it has
 // been (the kernel's high-water mark).
-func rss(pid int) int64     { return procStatus(pid, "VmRSS") }
-func peakRSS(pid int) int64 { return procStatus(pid, "VmHWM") }
+func rss(pid int) int64     { return int64(procStatus(pid).VmRSS) }
+func peakRSS(pid int) int64 { return int64(procStatus(pid).VmHWM) }
 
 // cpuTime is the user and system CPU time a process has used.
 func cpuTime(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return 0
 	}
-	// The command name may hold spaces; the fields that follow it do not.
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(fields) < 13 {
+	st, err := p.Stat()
+	if err != nil {
 		return 0
 	}
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	// Linux reports clock ticks of 1/100 s (USER_HZ) on every platform Go
-	// supports.
-	return time.Duration(utime+stime) * 10 * time.Millisecond
+	// procfs counts in clock ticks of 1/100 s (USER_HZ, the same on every
+	// platform Go supports); whole ticks keep the figure exact where
+	// CPUTime's float seconds would not.
+	return time.Duration(st.UTime+st.STime) * 10 * time.Millisecond
 }
 
 const tableHeader = `| agents | tasks | Raft timeouts | nodes Ready after | deploy → all RUNNING | running at end | 50% / 90% RUNNING | leader peak RSS | follower peak RSS | skiff-sim peak RSS (per agent) | leader CPU | skiff-sim CPU | machine busy before |

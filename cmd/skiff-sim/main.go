@@ -20,14 +20,15 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/docker/go-units"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/procfs"
 	"github.com/spf13/cobra"
 
 	"github.com/skiffhq/skiff/agent"
@@ -109,9 +110,14 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	case cfg.cpus <= 0:
 		return fmt.Errorf("--cpus %g: give a positive number", cfg.cpus)
 	}
-	memory, err := parseBytes(cfg.memory)
+	// Binary units whatever the spelling (8G, 8GB, 8GiB), as docker run
+	// --memory reads them.
+	memory, err := units.RAMInBytes(cfg.memory)
 	if err != nil {
 		return fmt.Errorf("--memory: %w", err)
+	}
+	if memory <= 0 {
+		return fmt.Errorf("--memory %s: give a positive size such as 512MiB or 8GiB", cfg.memory)
 	}
 	// Every session is one TCP connection (a reconnect closes the old one
 	// first), plus files for logs, metrics and the agents' node-id writes.
@@ -254,44 +260,19 @@ func raiseFileLimit(need uint64) error {
 
 // rssBytes reads the process's resident set size from /proc.
 func rssBytes() (int64, error) {
-	b, err := os.ReadFile("/proc/self/status")
+	p, err := procfs.Self()
+	if err != nil {
+		return 0, fmt.Errorf("find /proc/self: %w", err)
+	}
+	st, err := p.NewStatus()
 	if err != nil {
 		return 0, fmt.Errorf("read /proc/self/status: %w", err)
 	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("parse VmRSS %q: %w", rest, err)
-			}
-			return kb << 10, nil
-		}
+	// procfs leaves a missing field at zero; a running process has pages.
+	if st.VmRSS == 0 {
+		return 0, errors.New("no VmRSS in /proc/self/status")
 	}
-	return 0, errors.New("no VmRSS in /proc/self/status")
-}
-
-// parseBytes reads a size such as 512MiB, 8GiB, 8G or 1048576.
-func parseBytes(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{
-		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
-		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1},
-	}
-	num, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range units {
-		if rest, ok := strings.CutSuffix(num, u.suffix); ok {
-			num, mult = strings.TrimSpace(rest), u.mult
-			break
-		}
-	}
-	v, err := strconv.ParseFloat(num, 64)
-	if err != nil || v <= 0 || v*float64(mult) > math.MaxInt64 {
-		return 0, fmt.Errorf("%q is not a size: use a number with KiB, MiB, GiB or TiB", s)
-	}
-	return int64(v * float64(mult)), nil
+	return int64(st.VmRSS), nil
 }
 
 // serveMetrics serves Prometheus metrics and pprof. execs returns the
