@@ -76,22 +76,7 @@ func printClusterInfo(w io.Writer, info *skiffpb.ClusterInfoResponse) error {
 		if addr == "" {
 			addr = m.GetRaftAddr()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.GetName(), addr, m.GetSuffrage(), managerInfoStatus(m))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.GetName(), addr, m.GetSuffrage(), managerWord(m.GetLeader(), m.GetReachability()))
 	}
 	return tw.Flush()
-}
-
-// managerInfoStatus is STATUS in cluster info's managers table, worded as
-// MANAGER STATUS in `node ls`.
-func managerInfoStatus(m *skiffpb.ManagerInfo) string {
-	switch {
-	case m.GetLeader():
-		return "Leader"
-	case m.GetReachability() == skiffpb.Reachability_REACHABILITY_REACHABLE:
-		return "Reachable"
-	case m.GetReachability() == skiffpb.Reachability_REACHABILITY_UNREACHABLE:
-		return "Unreachable"
-	default:
-		return "Unknown"
-	}
 }

@@ -12,11 +12,14 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// listFlags are the output flags of every command that lists.
+// listFlags are the flags of the commands that show objects: the output
+// flags, and ps's --filter. One struct serves them all so that a view's
+// fetch and print take the same flags whichever of them it registers.
 type listFlags struct {
 	quiet   bool
 	format  string
 	noTrunc bool
+	filter  taskFilter
 }
 
 func (l *listFlags) register(cmd *cobra.Command, quietWhat string) {
@@ -143,12 +146,7 @@ func templateFuncs() template.FuncMap {
 		"split": strings.Split,
 		"lower": strings.ToLower,
 		"upper": strings.ToUpper,
-		"title": func(s string) string {
-			if s == "" {
-				return s
-			}
-			return strings.ToUpper(s[:1]) + s[1:]
-		},
+		"title": capitalize,
 		"truncate": func(s string, n int) string {
 			if len(s) <= n {
 				return s

@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -104,7 +102,7 @@ func scalarDoc(fd protoreflect.FieldDescriptor, v protoreflect.Value) any {
 	case protoreflect.MessageKind, protoreflect.GroupKind:
 		return messageDoc(v.Message())
 	case protoreflect.EnumKind:
-		return enumWord(fd.Enum(), v.Enum())
+		return enumWord(fieldEnum{desc: fd.Enum(), num: v.Enum()})
 	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
 		if isTimeField(fd) {
 			return time.Unix(0, v.Int()).UTC().Format(time.RFC3339Nano)
@@ -140,31 +138,18 @@ func goName(snake string) string {
 	return strings.Join(parts, "")
 }
 
-// enumWord gives an enum value as docker shows such values: the name
-// without the enum's prefix, lowercase, with dashes
-// (NODE_AVAILABILITY_DRAIN → "drain", RESTART_CONDITION_ON_FAILURE →
-// "on-failure").
-func enumWord(ed protoreflect.EnumDescriptor, n protoreflect.EnumNumber) string {
-	v := ed.Values().ByNumber(n)
-	if v == nil {
-		return strconv.Itoa(int(n))
-	}
-	name := strings.TrimPrefix(string(v.Name()), screamingSnake(string(ed.Name()))+"_")
-	return strings.ReplaceAll(strings.ToLower(name), "_", "-")
+// fieldEnum is an enum field's value as reflection gives it: a number
+// apart from its descriptor, which enumWord needs together.
+type fieldEnum struct {
+	desc protoreflect.EnumDescriptor
+	num  protoreflect.EnumNumber
 }
 
-// screamingSnake turns an enum's type name into its values' prefix, by the
-// protobuf style guide: NodeAvailability → NODE_AVAILABILITY.
-func screamingSnake(camel string) string {
-	var b strings.Builder
-	for i, r := range camel {
-		if i > 0 && unicode.IsUpper(r) {
-			b.WriteByte('_')
-		}
-		b.WriteRune(unicode.ToUpper(r))
-	}
-	return b.String()
-}
+// Descriptor is the field's enum type, whose value names enumWord reads.
+func (e fieldEnum) Descriptor() protoreflect.EnumDescriptor { return e.desc }
+
+// Number is the field's value.
+func (e fieldEnum) Number() protoreflect.EnumNumber { return e.num }
 
 // templateData is an object as --format templates see it: plain maps, so
 // that {{.Spec.Name}} looks up keys.

@@ -22,11 +22,13 @@ func TestGoName(t *testing.T) {
 
 func TestEnumWord(t *testing.T) {
 	for _, tc := range []struct{ got, want string }{
-		{enumWord(skiffpb.NodeAvailability(0).Descriptor(), 2), "drain"},
-		{enumWord(skiffpb.RestartCondition(0).Descriptor(), 1), "on-failure"},
-		{enumWord(skiffpb.UpdateOrder(0).Descriptor(), 1), "start-first"},
-		{enumWord(skiffpb.TaskState(0).Descriptor(), 512), "running"},
-		{enumWord(skiffpb.TaskState(0).Descriptor(), 7), "7"},
+		{enumWord(skiffpb.NodeAvailability(2)), "drain"},
+		{enumWord(skiffpb.RestartCondition(1)), "on-failure"},
+		{enumWord(skiffpb.UpdateOrder(1)), "start-first"},
+		{enumWord(skiffpb.TaskState(512)), "running"},
+		{enumWord(skiffpb.TaskState(7)), "7"},
+		// Inspect's reflection gives a descriptor and a number apart.
+		{enumWord(fieldEnum{desc: skiffpb.TaskState(0).Descriptor(), num: 640}), "shutdown"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)

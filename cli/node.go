@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
@@ -55,8 +56,8 @@ func nodeRows(nodes []*skiffpb.Node, self string, noTrunc bool) []nodeRow {
 		rows[i] = nodeRow{
 			ID:            shortID(n.GetId(), noTrunc),
 			Hostname:      nodeName(n),
-			Status:        nodeStatusWord(n.GetStatus().GetState()),
-			Availability:  availabilityWord(n.GetSpec().GetAvailability()),
+			Status:        capitalize(enumWord(n.GetStatus().GetState())),
+			Availability:  capitalize(enumWord(n.GetSpec().GetAvailability())),
 			ManagerStatus: managerStatusWord(n),
 			EngineVersion: n.GetDescription().GetEngineVersion(),
 			Self:          self != "" && n.GetManagerStatus().GetApiAddr() == self,
@@ -66,105 +67,70 @@ func nodeRows(nodes []*skiffpb.Node, self string, noTrunc bool) []nodeRow {
 }
 
 func (a *app) nodeLsCommand() *cobra.Command {
-	var flags listFlags
-	cmd := &cobra.Command{
-		Use:     "ls [OPTIONS]",
-		Aliases: []string{"list"},
-		Short:   "List nodes in the cluster",
-		Args:    noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctl, err := a.control()
-			if err != nil {
-				return err
-			}
+	return view[nodeRow]{
+		use:     "ls [OPTIONS]",
+		aliases: []string{"list"},
+		short:   "List nodes in the cluster",
+		args:    noArgs,
+		out:     listOutput(nodeListing(), "IDs"),
+		fetch: func(cmd *cobra.Command, ctl skiffpb.ControlClient, _ []string, flags listFlags) ([]nodeRow, error) {
 			resp, err := ctl.ListNodes(cmd.Context(), &skiffpb.ListNodesRequest{})
 			if err != nil {
-				return err
+				return nil, err
 			}
-			return nodeListing().print(a.stdout(), flags, nodeRows(resp.GetNodes(), a.conn.currentAddr(), flags.noTrunc))
+			return nodeRows(resp.GetNodes(), a.conn.currentAddr(), flags.noTrunc), nil
 		},
-	}
-	flags.register(cmd, "IDs")
-	return cmd
+	}.command(a)
 }
 
 func (a *app) nodeInspectCommand() *cobra.Command {
-	var format string
-	cmd := &cobra.Command{
-		Use:   "inspect [OPTIONS] NODE [NODE...]",
-		Short: "Display detailed information on one or more nodes",
-		Long:  "Display detailed information on one or more nodes, by name, ID or ID prefix; \"self\" is the node of the manager the CLI talks to.",
-		Args:  minArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctl, err := a.control()
-			if err != nil {
-				return err
-			}
-			var nodes []*skiffpb.Node
-			for _, ref := range args {
-				if ref == "self" {
-					if ref, err = a.selfNode(cmd); err != nil {
-						return err
-					}
-				}
-				n, err := ctl.GetNode(cmd.Context(), &skiffpb.GetNodeRequest{Node: ref})
+	return view[*skiffpb.Node]{
+		use:   "inspect [OPTIONS] NODE [NODE...]",
+		short: "Display detailed information on one or more nodes",
+		long:  "Display detailed information on one or more nodes, by name, ID or ID prefix; \"self\" is the node of the manager the CLI talks to.",
+		args:  minArgs(1),
+		out:   inspectOutput[*skiffpb.Node]("{{.Spec.Availability}}, {{.Status.State}}"),
+		fetch: eachArg(func(cmd *cobra.Command, ctl skiffpb.ControlClient, ref string) (*skiffpb.Node, error) {
+			if ref == "self" {
+				id, err := a.selfNode(cmd.Context(), ctl)
 				if err != nil {
-					return err
+					return nil, err
 				}
-				nodes = append(nodes, n)
+				ref = id
 			}
-			return printInspect(a.stdout(), format, nodes)
-		},
-	}
-	cmd.Flags().StringVarP(&format, "format", "f", "", "Format output using a Go template (fields as in the JSON: {{.Spec.Availability}}, {{.Status.State}})")
-	return cmd
+			return ctl.GetNode(cmd.Context(), &skiffpb.GetNodeRequest{Node: ref})
+		}),
+	}.command(a)
 }
 
 func (a *app) nodePsCommand() *cobra.Command {
-	var flags listFlags
-	var filter taskFilter
-	cmd := &cobra.Command{
-		Use:   "ps [OPTIONS] NODE [NODE...]",
-		Short: "List the tasks on one or more nodes",
-		Args:  minArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctl, err := a.control()
-			if err != nil {
-				return err
-			}
+	return view[taskRow]{
+		use:   "ps [OPTIONS] NODE [NODE...]",
+		short: "List the tasks on one or more nodes",
+		args:  minArgs(1),
+		out:   taskOutput(),
+		fetch: func(cmd *cobra.Command, ctl skiffpb.ControlClient, args []string, flags listFlags) ([]taskRow, error) {
 			var tasks []*skiffpb.Task
 			for _, ref := range args {
-				req := &skiffpb.ListTasksRequest{Node: ref}
-				keep, err := filter.apply(req)
+				ts, err := listTasks(cmd, ctl, flags.filter, &skiffpb.ListTasksRequest{Node: ref})
 				if err != nil {
-					return usageError(cmd, "%v", err)
+					return nil, err
 				}
-				resp, err := ctl.ListTasks(cmd.Context(), req)
-				if err != nil {
-					return err
-				}
-				tasks = append(tasks, filterTasks(resp.GetTasks(), keep)...)
+				tasks = append(tasks, ts...)
 			}
 			// The services give each task's image.
 			services, err := ctl.ListServices(cmd.Context(), &skiffpb.ListServicesRequest{})
 			if err != nil {
-				return err
+				return nil, err
 			}
-			return a.printTasks(cmd.Context(), ctl, flags, tasks, services.GetServices())
+			return a.psRows(cmd.Context(), ctl, flags, tasks, services.GetServices())
 		},
-	}
-	flags.register(cmd, "task IDs")
-	cmd.Flags().StringArrayVarP(&filter.filters, "filter", "f", nil, "Filter output (desired-state=running|shutdown)")
-	return cmd
+	}.command(a)
 }
 
 // selfNode finds the ID of the node whose manager answers the CLI.
-func (a *app) selfNode(cmd *cobra.Command) (string, error) {
-	ctl, err := a.control()
-	if err != nil {
-		return "", err
-	}
-	resp, err := ctl.ListNodes(cmd.Context(), &skiffpb.ListNodesRequest{})
+func (a *app) selfNode(ctx context.Context, ctl skiffpb.ControlClient) (string, error) {
+	resp, err := ctl.ListNodes(ctx, &skiffpb.ListNodesRequest{})
 	if err != nil {
 		return "", err
 	}

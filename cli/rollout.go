@@ -291,12 +291,12 @@ const rankRunning = 9
 func (s slotState) progress() (word string, rank int) {
 	switch {
 	case s.task == nil:
-		return progressWord(skiffpb.TaskState_TASK_STATE_NEW), stateRank(skiffpb.TaskState_TASK_STATE_NEW)
+		return enumWord(skiffpb.TaskState_TASK_STATE_NEW), stateRank(skiffpb.TaskState_TASK_STATE_NEW)
 	case !s.current:
 		return "outdated", 0
 	}
 	st := s.task.GetStatus().GetState()
-	return progressWord(st), stateRank(st)
+	return enumWord(st), stateRank(st)
 }
 
 // line is the slot's progress line.

@@ -58,7 +58,7 @@ func serviceRows(services []*skiffpb.Service, noTrunc bool) []serviceRow {
 		rows[i] = serviceRow{
 			ID:       shortID(sv.GetId(), noTrunc),
 			Name:     spec.GetName(),
-			Mode:     modeWord(spec.GetMode()),
+			Mode:     enumWord(spec.GetMode()),
 			Replicas: replicas,
 			Image:    spec.GetContainer().GetImage(),
 			Ports:    servicePorts(spec.GetEndpoint().GetPorts()),
@@ -76,97 +76,64 @@ func servicePorts(ports []*skiffpb.PortConfig) string {
 		if p.GetPublishMode() != skiffpb.PublishMode_PUBLISH_MODE_INGRESS || p.GetPublishedPort() == 0 {
 			continue
 		}
-		out = append(out, fmt.Sprintf("*:%d->%d/%s", p.GetPublishedPort(), p.GetTargetPort(), protocolWord(p.GetProtocol())))
+		out = append(out, fmt.Sprintf("*:%d->%d/%s", p.GetPublishedPort(), p.GetTargetPort(), enumWord(p.GetProtocol())))
 	}
 	return strings.Join(out, ", ")
 }
 
 func (a *app) serviceLsCommand() *cobra.Command {
-	var flags listFlags
-	cmd := &cobra.Command{
-		Use:     "ls [OPTIONS]",
-		Aliases: []string{"list"},
-		Short:   "List services",
-		Args:    noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctl, err := a.control()
-			if err != nil {
-				return err
-			}
+	return view[serviceRow]{
+		use:     "ls [OPTIONS]",
+		aliases: []string{"list"},
+		short:   "List services",
+		args:    noArgs,
+		out:     listOutput(serviceListing(), "IDs"),
+		fetch: func(cmd *cobra.Command, ctl skiffpb.ControlClient, _ []string, flags listFlags) ([]serviceRow, error) {
 			resp, err := ctl.ListServices(cmd.Context(), &skiffpb.ListServicesRequest{})
 			if err != nil {
-				return err
+				return nil, err
 			}
-			return serviceListing().print(a.stdout(), flags, serviceRows(resp.GetServices(), flags.noTrunc))
+			return serviceRows(resp.GetServices(), flags.noTrunc), nil
 		},
-	}
-	flags.register(cmd, "IDs")
-	return cmd
+	}.command(a)
 }
 
 func (a *app) servicePsCommand() *cobra.Command {
-	var flags listFlags
-	var filter taskFilter
-	cmd := &cobra.Command{
-		Use:   "ps [OPTIONS] SERVICE [SERVICE...]",
-		Short: "List the tasks of one or more services",
-		Args:  minArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctl, err := a.control()
-			if err != nil {
-				return err
-			}
+	return view[taskRow]{
+		use:   "ps [OPTIONS] SERVICE [SERVICE...]",
+		short: "List the tasks of one or more services",
+		args:  minArgs(1),
+		out:   taskOutput(),
+		fetch: func(cmd *cobra.Command, ctl skiffpb.ControlClient, args []string, flags listFlags) ([]taskRow, error) {
 			var tasks []*skiffpb.Task
 			var services []*skiffpb.Service
 			for _, ref := range args {
 				sv, err := ctl.GetService(cmd.Context(), &skiffpb.GetServiceRequest{Service: ref})
 				if err != nil {
-					return err
+					return nil, err
 				}
-				req := &skiffpb.ListTasksRequest{Service: sv.GetId()}
-				keep, err := filter.apply(req)
+				ts, err := listTasks(cmd, ctl, flags.filter, &skiffpb.ListTasksRequest{Service: sv.GetId()})
 				if err != nil {
-					return usageError(cmd, "%v", err)
-				}
-				resp, err := ctl.ListTasks(cmd.Context(), req)
-				if err != nil {
-					return err
+					return nil, err
 				}
 				services = append(services, sv)
-				tasks = append(tasks, filterTasks(resp.GetTasks(), keep)...)
+				tasks = append(tasks, ts...)
 			}
-			return a.printTasks(cmd.Context(), ctl, flags, tasks, services)
+			return a.psRows(cmd.Context(), ctl, flags, tasks, services)
 		},
-	}
-	flags.register(cmd, "task IDs")
-	cmd.Flags().StringArrayVarP(&filter.filters, "filter", "f", nil, "Filter output (desired-state=running|shutdown)")
-	return cmd
+	}.command(a)
 }
 
 func (a *app) serviceInspectCommand() *cobra.Command {
-	var format string
-	cmd := &cobra.Command{
-		Use:   "inspect [OPTIONS] SERVICE [SERVICE...]",
-		Short: "Display detailed information on one or more services",
-		Args:  minArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctl, err := a.control()
-			if err != nil {
-				return err
-			}
-			services := make([]*skiffpb.Service, 0, len(args))
-			for _, ref := range args {
-				sv, err := ctl.GetService(cmd.Context(), &skiffpb.GetServiceRequest{Service: ref})
-				if err != nil {
-					return err
-				}
-				services = append(services, sv)
-			}
-			return printInspect(a.stdout(), format, services)
-		},
-	}
-	cmd.Flags().StringVarP(&format, "format", "f", "", "Format output using a Go template (fields as in the JSON: {{.Spec.Name}}, {{.Status.RunningTasks}})")
-	return cmd
+	return view[*skiffpb.Service]{
+		use:   "inspect [OPTIONS] SERVICE [SERVICE...]",
+		short: "Display detailed information on one or more services",
+		args:  minArgs(1),
+		out:   inspectOutput[*skiffpb.Service]("{{.Spec.Name}}, {{.Status.RunningTasks}}"),
+		fetch: eachArg(func(cmd *cobra.Command, ctl skiffpb.ControlClient, ref string) (*skiffpb.Service, error) {
+			return ctl.GetService(cmd.Context(), &skiffpb.GetServiceRequest{Service: ref})
+		}),
+	}.command(a)
 }
 
 // scaleArg is one SERVICE=REPLICAS of `service scale`.

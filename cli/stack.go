@@ -114,87 +114,62 @@ func stackListing() listing[stackRow] {
 }
 
 func (a *app) stackLsCommand() *cobra.Command {
-	var flags listFlags
-	cmd := &cobra.Command{
-		Use:     "ls [OPTIONS]",
-		Aliases: []string{"list"},
-		Short:   "List stacks",
-		Args:    noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctl, err := a.control()
-			if err != nil {
-				return err
-			}
+	return view[stackRow]{
+		use:     "ls [OPTIONS]",
+		aliases: []string{"list"},
+		short:   "List stacks",
+		args:    noArgs,
+		out:     listOutput(stackListing(), "stack names"),
+		fetch: func(cmd *cobra.Command, ctl skiffpb.ControlClient, _ []string, _ listFlags) ([]stackRow, error) {
 			resp, err := ctl.ListStacks(cmd.Context(), &skiffpb.ListStacksRequest{})
 			if err != nil {
-				return err
+				return nil, err
 			}
 			rows := make([]stackRow, len(resp.GetStacks()))
 			for i, s := range resp.GetStacks() {
 				rows[i] = stackRow{Name: s.GetStack().GetName(), Services: s.GetServices()}
 			}
-			return stackListing().print(a.stdout(), flags, rows)
+			return rows, nil
 		},
-	}
-	flags.register(cmd, "stack names")
-	return cmd
+	}.command(a)
 }
 
 func (a *app) stackServicesCommand() *cobra.Command {
-	var flags listFlags
-	cmd := &cobra.Command{
-		Use:   "services [OPTIONS] STACK",
-		Short: "List the services in the stack",
-		Args:  exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctl, err := a.control()
-			if err != nil {
-				return err
-			}
+	return view[serviceRow]{
+		use:   "services [OPTIONS] STACK",
+		short: "List the services in the stack",
+		args:  exactArgs(1),
+		out:   listOutput(serviceListing(), "IDs"),
+		fetch: func(cmd *cobra.Command, ctl skiffpb.ControlClient, args []string, flags listFlags) ([]serviceRow, error) {
 			resp, err := ctl.ListServices(cmd.Context(), &skiffpb.ListServicesRequest{Stack: args[0]})
 			if err != nil {
-				return err
+				return nil, err
 			}
-			return serviceListing().print(a.stdout(), flags, serviceRows(resp.GetServices(), flags.noTrunc))
+			return serviceRows(resp.GetServices(), flags.noTrunc), nil
 		},
-	}
-	flags.register(cmd, "IDs")
-	return cmd
+	}.command(a)
 }
 
 func (a *app) stackPsCommand() *cobra.Command {
-	var flags listFlags
-	var filter taskFilter
-	cmd := &cobra.Command{
-		Use:   "ps [OPTIONS] STACK",
-		Short: "List the tasks in the stack",
-		Args:  exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			req := &skiffpb.ListTasksRequest{Stack: args[0]}
-			keep, err := filter.apply(req)
+	return view[taskRow]{
+		use:   "ps [OPTIONS] STACK",
+		short: "List the tasks in the stack",
+		args:  exactArgs(1),
+		out:   taskOutput(),
+		fetch: func(cmd *cobra.Command, ctl skiffpb.ControlClient, args []string, flags listFlags) ([]taskRow, error) {
+			tasks, err := listTasks(cmd, ctl, flags.filter, &skiffpb.ListTasksRequest{Stack: args[0]})
 			if err != nil {
-				return usageError(cmd, "%v", err)
-			}
-			ctl, err := a.control()
-			if err != nil {
-				return err
-			}
-			resp, err := ctl.ListTasks(cmd.Context(), req)
-			if err != nil {
-				return err
+				return nil, err
 			}
 			// The services give each task's image; a stack whose services
 			// are all gone still has tasks shutting down.
 			services, err := ctl.ListServices(cmd.Context(), &skiffpb.ListServicesRequest{Stack: args[0]})
 			if err != nil && status.Code(err) != codes.NotFound {
-				return err
+				return nil, err
 			}
-			return a.printTasks(cmd.Context(), ctl, flags, filterTasks(resp.GetTasks(), keep), services.GetServices())
+			return a.psRows(cmd.Context(), ctl, flags, tasks, services.GetServices())
 		},
-	}
-	flags.register(cmd, "task IDs")
-	cmd.Flags().StringArrayVarP(&filter.filters, "filter", "f", nil, "Filter output (desired-state=running|shutdown)")
-	return cmd
+	}.command(a)
 }
 
 func (a *app) stackRmCommand() *cobra.Command {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
@@ -80,7 +82,7 @@ func (v taskView) taskRows(tasks []*skiffpb.Task) []taskRow {
 			Name:         shown,
 			Image:        v.image(t),
 			Node:         v.nodeName(t.GetNodeId()),
-			DesiredState: taskStateWord(t.GetDesiredState()),
+			DesiredState: capitalize(enumWord(t.GetDesiredState())),
 			CurrentState: currentState(v.now, t.GetStatus()),
 			Error:        taskError(t.GetStatus().GetErr(), v.noTrunc),
 			Ports:        taskPorts(t.GetPorts()),
@@ -127,7 +129,7 @@ func (v taskView) image(t *skiffpb.Task) string {
 func taskPorts(ports []*skiffpb.PortBinding) string {
 	out := make([]string, len(ports))
 	for i, p := range ports {
-		out[i] = fmt.Sprintf("*:%d->%d/%s", p.GetPublishedPort(), p.GetTargetPort(), protocolWord(p.GetProtocol()))
+		out[i] = fmt.Sprintf("*:%d->%d/%s", p.GetPublishedPort(), p.GetTargetPort(), enumWord(p.GetProtocol()))
 	}
 	return strings.Join(out, ", ")
 }
@@ -138,8 +140,10 @@ func isTable(format string) bool {
 	return format == "" || strings.HasPrefix(format, "table")
 }
 
-// printTasks prints tasks with the services and nodes their rows need.
-func (a *app) printTasks(ctx context.Context, ctl skiffpb.ControlClient, flags listFlags, tasks []*skiffpb.Task, services []*skiffpb.Service) error {
+// psRows makes ps rows of tasks, with the services and nodes they need.
+// Node names are left out with -q, which prints only IDs, to spare the
+// call.
+func (a *app) psRows(ctx context.Context, ctl skiffpb.ControlClient, flags listFlags, tasks []*skiffpb.Task, services []*skiffpb.Service) ([]taskRow, error) {
 	v := taskView{services: map[string]*skiffpb.Service{}, nodes: map[string]*skiffpb.Node{}, now: a.now(), noTrunc: flags.noTrunc, indent: isTable(flags.format)}
 	for _, sv := range services {
 		v.services[sv.GetId()] = sv
@@ -147,13 +151,27 @@ func (a *app) printTasks(ctx context.Context, ctl skiffpb.ControlClient, flags l
 	if !flags.quiet {
 		resp, err := ctl.ListNodes(ctx, &skiffpb.ListNodesRequest{})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, n := range resp.GetNodes() {
 			v.nodes[n.GetId()] = n
 		}
 	}
-	return taskListing().print(a.stdout(), flags, v.taskRows(tasks))
+	return v.taskRows(tasks), nil
+}
+
+// listTasks asks for the tasks req picks, narrowed by --filter, whose
+// mistakes are the user's and so worded as usage errors.
+func listTasks(cmd *cobra.Command, ctl skiffpb.ControlClient, filter taskFilter, req *skiffpb.ListTasksRequest) ([]*skiffpb.Task, error) {
+	keep, err := filter.apply(req)
+	if err != nil {
+		return nil, usageError(cmd, "%v", err)
+	}
+	resp, err := ctl.ListTasks(cmd.Context(), req)
+	if err != nil {
+		return nil, err
+	}
+	return filterTasks(resp.GetTasks(), keep), nil
 }
 
 // taskFilter is `service ps`'s --filter, of which skiff knows

@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/docker/go-units"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
@@ -22,17 +25,46 @@ func shortID(id string, noTrunc bool) string {
 	return id[:shortIDLen]
 }
 
-// taskStateWord is a task state as docker prints it: "Running", "Shutdown".
-func taskStateWord(st skiffpb.TaskState) string {
-	return capitalize(enumWord(st.Descriptor(), st.Number()))
+// enum is what enumWord reads of an enum value. Generated enums have it;
+// inspect, which reads fields by reflection, wraps their descriptor and
+// number as a fieldEnum.
+type enum interface {
+	Descriptor() protoreflect.EnumDescriptor
+	Number() protoreflect.EnumNumber
 }
 
-// progressWord is a task state as docker's progress bars print it:
-// lowercase, "running", "pending".
-func progressWord(st skiffpb.TaskState) string {
-	return enumWord(st.Descriptor(), st.Number())
+// enumWord gives an enum value as docker shows such values: the name
+// without the enum's prefix, lowercase, with dashes
+// (NODE_AVAILABILITY_DRAIN → "drain", RESTART_CONDITION_ON_FAILURE →
+// "on-failure"). Tables capitalize it where docker's do ("Running",
+// "Drain"). Deriving the words from the proto's names, rather than a table
+// per enum, keeps them from going stale when a value is added; a number
+// the proto does not name shows as the number.
+func enumWord(e enum) string {
+	ed, n := e.Descriptor(), e.Number()
+	v := ed.Values().ByNumber(n)
+	if v == nil {
+		return strconv.Itoa(int(n))
+	}
+	name := strings.TrimPrefix(string(v.Name()), screamingSnake(string(ed.Name()))+"_")
+	return strings.ReplaceAll(strings.ToLower(name), "_", "-")
 }
 
+// screamingSnake turns an enum's type name into its values' prefix, by the
+// protobuf style guide: NodeAvailability → NODE_AVAILABILITY.
+func screamingSnake(camel string) string {
+	var b strings.Builder
+	for i, r := range camel {
+		if i > 0 && unicode.IsUpper(r) {
+			b.WriteByte('_')
+		}
+		b.WriteRune(unicode.ToUpper(r))
+	}
+	return b.String()
+}
+
+// capitalize makes a lowercase word a table's: docker's tables say
+// "Running" where its progress and inspect output say "running".
 func capitalize(s string) string {
 	if s == "" {
 		return s
@@ -50,7 +82,7 @@ func ago(now time.Time, unixNano int64) string {
 // currentState is CURRENT STATE: the state and how long the task has been
 // in it.
 func currentState(now time.Time, st *skiffpb.TaskStatus) string {
-	word := taskStateWord(st.GetState())
+	word := capitalize(enumWord(st.GetState()))
 	if st.GetTimestamp() == 0 {
 		return word
 	}
@@ -71,29 +103,26 @@ func taskError(err string, noTrunc bool) string {
 	return `"` + err + `"`
 }
 
-// nodeStatusWord is STATUS in `node ls`: Ready, Down, Unknown, Disconnected.
-func nodeStatusWord(st skiffpb.NodeState) string {
-	return capitalize(enumWord(st.Descriptor(), st.Number()))
-}
-
-// availabilityWord is AVAILABILITY in `node ls`: Active, Pause, Drain.
-func availabilityWord(a skiffpb.NodeAvailability) string {
-	return capitalize(enumWord(a.Descriptor(), a.Number()))
-}
-
 // managerStatusWord is MANAGER STATUS in `node ls`: Leader, Reachable,
 // Unreachable, and empty for workers.
 func managerStatusWord(n *skiffpb.Node) string {
 	if n.GetRole() != skiffpb.NodeRole_NODE_ROLE_MANAGER {
 		return ""
 	}
-	ms := n.GetManagerStatus()
+	return managerWord(n.GetManagerStatus().GetLeader(), n.GetManagerStatus().GetReachability())
+}
+
+// managerWord is a manager's status as `node ls` and `cluster info` both
+// word it: the leader is "Leader" whatever its reachability. A
+// reachability the proto does not name reads "Unknown", not a number,
+// since the column says what the CLI knows of the manager.
+func managerWord(leader bool, r skiffpb.Reachability) string {
 	switch {
-	case ms.GetLeader():
+	case leader:
 		return "Leader"
-	case ms.GetReachability() == skiffpb.Reachability_REACHABILITY_REACHABLE:
+	case r == skiffpb.Reachability_REACHABILITY_REACHABLE:
 		return "Reachable"
-	case ms.GetReachability() == skiffpb.Reachability_REACHABILITY_UNREACHABLE:
+	case r == skiffpb.Reachability_REACHABILITY_UNREACHABLE:
 		return "Unreachable"
 	default:
 		return "Unknown"
@@ -107,14 +136,4 @@ func nodeName(n *skiffpb.Node) string {
 		return n.GetName()
 	}
 	return n.GetDescription().GetHostname()
-}
-
-// modeWord is MODE in `service ls`: replicated or global.
-func modeWord(m skiffpb.ServiceMode) string {
-	return enumWord(m.Descriptor(), m.Number())
-}
-
-// protocolWord is a port's protocol as docker writes it: tcp, udp.
-func protocolWord(p skiffpb.Protocol) string {
-	return enumWord(p.Descriptor(), p.Number())
 }

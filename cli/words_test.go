@@ -66,13 +66,13 @@ func TestTaskError(t *testing.T) {
 
 func TestWords(t *testing.T) {
 	for _, tc := range []struct{ got, want string }{
-		{taskStateWord(skiffpb.TaskState_TASK_STATE_SHUTDOWN), "Shutdown"},
-		{taskStateWord(skiffpb.TaskState_TASK_STATE_RUNNING), "Running"},
-		{progressWord(skiffpb.TaskState_TASK_STATE_PREPARING), "preparing"},
-		{nodeStatusWord(skiffpb.NodeState_NODE_STATE_DISCONNECTED), "Disconnected"},
-		{availabilityWord(skiffpb.NodeAvailability_NODE_AVAILABILITY_PAUSE), "Pause"},
-		{modeWord(skiffpb.ServiceMode_SERVICE_MODE_GLOBAL), "global"},
-		{protocolWord(skiffpb.Protocol_PROTOCOL_UDP), "udp"},
+		{capitalize(enumWord(skiffpb.TaskState_TASK_STATE_SHUTDOWN)), "Shutdown"},
+		{capitalize(enumWord(skiffpb.TaskState_TASK_STATE_RUNNING)), "Running"},
+		{enumWord(skiffpb.TaskState_TASK_STATE_PREPARING), "preparing"},
+		{capitalize(enumWord(skiffpb.NodeState_NODE_STATE_DISCONNECTED)), "Disconnected"},
+		{capitalize(enumWord(skiffpb.NodeAvailability_NODE_AVAILABILITY_PAUSE)), "Pause"},
+		{enumWord(skiffpb.ServiceMode_SERVICE_MODE_GLOBAL), "global"},
+		{enumWord(skiffpb.Protocol_PROTOCOL_UDP), "udp"},
 		{shortID("abcdefghijklmnopqrstuvwxyz", false), "abcdefghijkl"},
 		{shortID("abcdefghijklmnopqrstuvwxyz", true), "abcdefghijklmnopqrstuvwxyz"},
 		{shortID("abc", false), "abc"},
@@ -95,9 +95,36 @@ func TestManagerStatusWord(t *testing.T) {
 		{manager(&skiffpb.ManagerStatus{Leader: true, Reachability: skiffpb.Reachability_REACHABILITY_REACHABLE}), "Leader"},
 		{manager(&skiffpb.ManagerStatus{Reachability: skiffpb.Reachability_REACHABILITY_REACHABLE}), "Reachable"},
 		{manager(&skiffpb.ManagerStatus{Reachability: skiffpb.Reachability_REACHABILITY_UNREACHABLE}), "Unreachable"},
+		{manager(&skiffpb.ManagerStatus{}), "Unknown"},
+		{manager(&skiffpb.ManagerStatus{Reachability: 9}), "Unknown"},
 	} {
 		if got := managerStatusWord(tc.n); got != tc.want {
 			t.Errorf("managerStatusWord(%v) = %q, want %q", tc.n, got, tc.want)
+		}
+	}
+}
+
+// TestNodeRowWords checks the words `node ls` prints, through the rows
+// it prints them from.
+func TestNodeRowWords(t *testing.T) {
+	nodes := []*skiffpb.Node{
+		{Id: "b", Name: "h2", Role: skiffpb.NodeRole_NODE_ROLE_MANAGER,
+			Spec:          &skiffpb.NodeSpec{Availability: skiffpb.NodeAvailability_NODE_AVAILABILITY_DRAIN},
+			Status:        &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_DISCONNECTED},
+			ManagerStatus: &skiffpb.ManagerStatus{Reachability: skiffpb.Reachability_REACHABILITY_UNREACHABLE}},
+		{Id: "a", Name: "h1", Status: &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_READY}},
+	}
+	want := []nodeRow{
+		{ID: "a", Hostname: "h1", Status: "Ready", Availability: "Active"},
+		{ID: "b", Hostname: "h2", Status: "Disconnected", Availability: "Drain", ManagerStatus: "Unreachable"},
+	}
+	rows := nodeRows(nodes, "", false)
+	if len(rows) != len(want) {
+		t.Fatalf("%d rows, want %d: %+v", len(rows), len(want), rows)
+	}
+	for i := range want {
+		if rows[i] != want[i] {
+			t.Errorf("row %d = %+v, want %+v", i, rows[i], want[i])
 		}
 	}
 }
