@@ -64,4 +64,16 @@
 // Tasks that already name a node (a global service's tasks) are checked
 // against that node's filters only, before any group is placed, so that the
 // replicated tasks cannot take the resources they were created for.
+//
+// # Rebalancing
+//
+// Rebalance answers the orchestrator's question after a node came back:
+// which one task of a service should move so that its spread gets strictly
+// better? The destination is where Schedule would put one more task (so
+// every filter applies), the source the heaviest node by the strategy's
+// order turned round, and the move is made only when, at the highest level
+// of the preference tree where the two part, the source's side holds at
+// least two more of the service's tasks than the destination's. Each move
+// then lowers the spread at that level and leaves the levels above alone,
+// so repeated moves end.
 package scheduler
