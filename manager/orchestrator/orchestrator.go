@@ -8,7 +8,8 @@
 // finished tasks of its history. A global service has one slot per node.
 // Restarts, node failures, drains and rolling updates all come down to the
 // same move: the slot's running task is told to shut down, and a new task is
-// created in the same slot.
+// created in the same slot. Rebalancing (rebalance.go) is that move too,
+// start-first, after a node has come back.
 package orchestrator
 
 import (
@@ -39,6 +40,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
+	// RebalanceSettle is how long a node must have been Ready before tasks
+	// are moved onto it to even out a service's spread, and the least time
+	// between two rebalancing passes over every service; 0 means
+	// DefaultRebalanceSettle.
+	RebalanceSettle time.Duration
 }
 
 // Orchestrator reconciles services with their tasks.
@@ -50,6 +56,8 @@ type Orchestrator struct {
 	// updates remembers, per service, when the last batch of a rolling
 	// update finished, to honour update_config.delay between batches.
 	updates map[string]time.Time
+	// rebalance remembers the moves in flight and when the last pass ran.
+	rebalance *rebalancer
 }
 
 // New returns an Orchestrator.
@@ -66,7 +74,14 @@ func New(cfg Config) *Orchestrator {
 	if cfg.IPAM == nil {
 		cfg.IPAM = allocator.NewIPAM()
 	}
-	return &Orchestrator{cfg: cfg, store: cfg.Store, logger: cfg.Logger.With("component", "orchestrator"), now: cfg.Now, updates: map[string]time.Time{}}
+	if cfg.RebalanceSettle <= 0 {
+		cfg.RebalanceSettle = DefaultRebalanceSettle
+	}
+	logger := cfg.Logger.With("component", "orchestrator")
+	return &Orchestrator{
+		cfg: cfg, store: cfg.Store, logger: logger, now: cfg.Now, updates: map[string]time.Time{},
+		rebalance: newRebalancer(cfg.RebalanceSettle, logger),
+	}
 }
 
 // maxActionsPerCommand bounds one Raft entry, so a scale to 100,000 is
@@ -95,12 +110,7 @@ func (o *Orchestrator) runWatch(ctx context.Context) {
 	defer timer.Stop()
 	for {
 		if !dirty.empty() {
-			for _, w := range o.reconcile(ctx, dirty) {
-				k := wakeKey{service: w.service, slot: w.slot, whole: w.whole}
-				if at, ok := pending[k]; !ok || w.at.Before(at) {
-					pending[k] = w.at
-				}
-			}
+			addWakeups(pending, o.reconcile(ctx, dirty))
 			dirty = dirtySet{}
 			timer.Stop()
 			if next, ok := earliest(pending); ok {
@@ -111,18 +121,7 @@ func (o *Orchestrator) runWatch(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
-			now := o.now()
-			for k, at := range pending {
-				if at.After(now) {
-					continue
-				}
-				delete(pending, k)
-				if k.whole {
-					dirty.mark(k.service)
-				} else {
-					dirty.markSlot(k.service, k.slot)
-				}
-			}
+			takeDue(pending, o.now(), &dirty)
 			if dirty.empty() {
 				// Woken a little early: wait for what is due next.
 				if next, ok := earliest(pending); ok {
@@ -152,9 +151,39 @@ func (o *Orchestrator) runWatch(ctx context.Context) {
 
 // wakeKey is what a wake-up is for.
 type wakeKey struct {
-	service string
-	slot    state.Slot
-	whole   bool
+	service   string
+	slot      state.Slot
+	whole     bool
+	rebalance bool
+}
+
+// addWakeups adds ws to pending, keeping the earliest time per key: the
+// reconcile it triggers looks at the present state, so one is enough.
+func addWakeups(pending map[wakeKey]time.Time, ws []wakeup) {
+	for _, w := range ws {
+		k := wakeKey{service: w.service, slot: w.slot, whole: w.whole, rebalance: w.rebalance}
+		if at, ok := pending[k]; !ok || w.at.Before(at) {
+			pending[k] = w.at
+		}
+	}
+}
+
+// takeDue moves the wake-ups that are due at now from pending to dirty.
+func takeDue(pending map[wakeKey]time.Time, now time.Time, dirty *dirtySet) {
+	for k, at := range pending {
+		if at.After(now) {
+			continue
+		}
+		delete(pending, k)
+		switch {
+		case k.rebalance:
+			dirty.rebalance = true
+		case k.whole:
+			dirty.mark(k.service)
+		default:
+			dirty.markSlot(k.service, k.slot)
+		}
+	}
 }
 
 // earliest returns the earliest time in pending.
@@ -179,10 +208,12 @@ type dirtySet struct {
 	// nodes changed: the slots of their tasks, and their slot in every
 	// global service, are reconciled.
 	nodes map[string]bool
+	// rebalance asks for a rebalancing pass over every service.
+	rebalance bool
 }
 
 func (d *dirtySet) empty() bool {
-	return !d.all && len(d.services) == 0 && len(d.slots) == 0 && len(d.nodes) == 0
+	return !d.all && !d.rebalance && len(d.services) == 0 && len(d.slots) == 0 && len(d.nodes) == 0
 }
 
 func (d *dirtySet) add(b state.Batch) {
@@ -223,8 +254,9 @@ func (d *dirtySet) markSlot(serviceID string, slot state.Slot) {
 }
 
 // reconcile brings the dirty services and slots in line and commits the
-// result. It returns the wake-ups the plan asked for (delayed restarts,
-// update delays).
+// result, then takes the rebalancing step (see rebalance.go). It returns the
+// wake-ups the plan asked for (delayed restarts, update delays, rebalancing
+// passes).
 //
 // A task's change costs the reconcile of its slot, not of its service: in a
 // rollout of a million tasks, every status report would otherwise make the
@@ -297,8 +329,9 @@ func (o *Orchestrator) reconcile(ctx context.Context, dirty dirtySet) []wakeup {
 			p.service(sv, tasks)
 		})
 	}
+	o.rebalance.nodesChanged(p, dirty)
 	o.commit(ctx, p.actions)
-	return p.wakeups
+	return append(p.wakeups, o.rebalanceStep(ctx, dirty.rebalance)...)
 }
 
 // commit proposes the actions in bounded batches. A rejected batch (a

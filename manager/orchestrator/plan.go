@@ -46,6 +46,8 @@ type wakeup struct {
 	// slot is the slot to look at, unless whole is set.
 	slot  state.Slot
 	whole bool
+	// rebalance asks for a rebalancing pass over every service instead.
+	rebalance bool
 }
 
 func (p *plan) wakeAt(w wakeup) {
@@ -68,7 +70,9 @@ func (p *plan) deleteTask(t *skiffpb.Task) {
 	p.actions = append(p.actions, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_DeleteTask{DeleteTask: t.GetId()}})
 }
 
-func (p *plan) createTask(sv *skiffpb.Service, slot uint64, nodeID string, attempt uint64) {
+// createTask creates a task in slot of sv, pending, or assigned to nodeID
+// when it names one, and returns it.
+func (p *plan) createTask(sv *skiffpb.Service, slot uint64, nodeID string, attempt uint64) *skiffpb.Task {
 	now := p.now.UnixNano()
 	st := &skiffpb.TaskStatus{State: skiffpb.TaskState_TASK_STATE_PENDING, Timestamp: now, Message: "pending task scheduling"}
 	t := &skiffpb.Task{
@@ -96,6 +100,7 @@ func (p *plan) createTask(sv *skiffpb.Service, slot uint64, nodeID string, attem
 		st.Err = err.Error()
 	}
 	p.actions = append(p.actions, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_PutTask{PutTask: t}})
+	return t
 }
 
 // attach gives a new task an address in each network its service joins.
@@ -463,6 +468,14 @@ func (p *plan) slot(sv *skiffpb.Service, key uint64, tasks []*skiffpb.Task, node
 	if inService {
 		switch {
 		case len(running) > 0:
+			if restartCause != 0 && sameSpec(latest, running) {
+				// A task started beside one of the same spec (a
+				// rebalancing move) ended before it ran: the slot keeps
+				// the task that still runs, and the failed one becomes
+				// history instead of being restarted, so a move that
+				// cannot start is not tried over and over.
+				p.setDesired(latest, skiffpb.TaskState_TASK_STATE_SHUTDOWN)
+			}
 			u.observe(p, key, nodeID, running)
 		case replace:
 			p.createTask(sv, slotNumber(sv, key), nodeID, 0)
@@ -475,6 +488,16 @@ func (p *plan) slot(sv *skiffpb.Service, key uint64, tasks []*skiffpb.Task, node
 		}
 	}
 	p.prune(tasks)
+}
+
+// sameSpec reports whether one of running runs the spec version t runs.
+func sameSpec(t *skiffpb.Task, running []*skiffpb.Task) bool {
+	for _, r := range running {
+		if r.GetSpecVersion() == t.GetSpecVersion() {
+			return true
+		}
+	}
+	return false
 }
 
 // deleteIfGone deletes a task that is to be removed once nothing can still
