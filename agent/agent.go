@@ -106,6 +106,8 @@ type Agent struct {
 	managers []string // from the last SessionAccepted
 	// connected reports whether a session is up, for metrics.
 	connected bool
+	// leaderNews is signalled when gossip announces a leader.
+	leaderNews chan struct{}
 
 	sessions prometheus.Counter
 }
@@ -124,7 +126,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	a := &Agent{cfg: cfg, logger: cfg.Logger.With("node", cfg.Name), managers: cfg.Managers}
+	a := &Agent{cfg: cfg, logger: cfg.Logger.With("node", cfg.Name), managers: cfg.Managers, leaderNews: make(chan struct{}, 1)}
 	a.nodeID = a.readNodeID()
 	a.sessions = prometheus.NewCounter(prometheus.CounterOpts{Name: "skiff_agent_sessions_total", Help: "Sessions opened with a leader."})
 
@@ -147,9 +149,13 @@ func Run(ctx context.Context, cfg Config) error {
 			Meta:     gossip.Meta{Name: cfg.Name, Role: gossip.RoleAgent, Addr: cfg.AdvertiseAddr},
 			BindAddr: cfg.AdvertiseAddr, Port: cfg.GossipPort, Join: cfg.Join, Logger: a.logger,
 		}
+		gc.OnEvent = a.observeGossip
 		if cfg.Overlay != nil {
 			gc.Delegate = cfg.Overlay.Delegate()
-			gc.OnEvent = cfg.Overlay.HandleGossip
+			gc.OnEvent = func(ev gossip.Event) {
+				cfg.Overlay.HandleGossip(ev)
+				a.observeGossip(ev)
+			}
 		}
 		pool, err := gossip.Start(ctx, gc)
 		if err != nil {
@@ -231,57 +237,25 @@ func (a *Agent) followEvents(ctx context.Context) {
 				a.worker.observe(Event(c))
 			}
 		}
-		backoff.wait(ctx)
+		backoff.wait(ctx, nil)
 	}
 }
 
-// sessionLoop keeps a session with the leader, reconnecting with backoff.
+// sessionLoop keeps a session with the leader: it finds the leader, runs
+// the session until it ends, and does it again, backing off only while no
+// leader can be found.
 func (a *Agent) sessionLoop(ctx context.Context) {
 	backoff := newBackoff()
 	for ctx.Err() == nil {
-		for _, addr := range a.candidates() {
-			err := a.session(ctx, addr)
-			if ctx.Err() != nil {
-				return
-			}
-			var redirect *redirectError
-			if errors.As(err, &redirect) && redirect.leader != "" {
-				err = a.session(ctx, redirect.leader)
-				if ctx.Err() != nil {
-					return
-				}
-			}
-			if err == nil || errors.Is(err, errSessionEnded) {
-				backoff.reset()
-				break
-			}
-			a.logger.Debug("session attempt failed", "manager", addr, "error", err)
+		est, err := a.connect(ctx)
+		if err != nil {
+			a.logger.Debug("no session with a leader yet", "error", err)
+			backoff.wait(ctx, a.leaderNews)
+			continue
 		}
-		backoff.wait(ctx)
+		backoff.reset()
+		a.run(ctx, est)
 	}
-}
-
-// candidates lists manager API addresses to try: those gossip sees alive,
-// then those the last leader listed.
-func (a *Agent) candidates() []string {
-	seen := map[string]bool{}
-	var out []string
-	add := func(addrs []string) {
-		for _, s := range addrs {
-			if s != "" && !seen[s] {
-				seen[s] = true
-				out = append(out, s)
-			}
-		}
-	}
-	if a.pool != nil {
-		add(a.pool.ManagerAPIAddrs())
-	}
-	a.mu.Lock()
-	add(a.managers)
-	a.mu.Unlock()
-	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
-	return out
 }
 
 // backoff is capped exponential backoff with jitter, so that a thousand
@@ -292,7 +266,8 @@ func newBackoff() *backoff { return &backoff{d: 50 * time.Millisecond} }
 
 func (b *backoff) reset() { b.d = 50 * time.Millisecond }
 
-func (b *backoff) wait(ctx context.Context) {
+// wait waits out the next backoff, or less if wake delivers.
+func (b *backoff) wait(ctx context.Context, wake <-chan struct{}) {
 	d := b.d/2 + rand.N(b.d/2+1)
 	b.d = min(b.d*2, 2*time.Second)
 	t := time.NewTimer(d)
@@ -300,6 +275,7 @@ func (b *backoff) wait(ctx context.Context) {
 	select {
 	case <-ctx.Done():
 	case <-t.C:
+	case <-wake:
 	}
 }
 

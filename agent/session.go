@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -12,15 +11,6 @@ import (
 
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
-
-// errSessionEnded: a session that was established has ended; reconnect at
-// once rather than backing off.
-var errSessionEnded = errors.New("session ended")
-
-// redirectError: the manager is not the leader and named the one that is.
-type redirectError struct{ leader string }
-
-func (e *redirectError) Error() string { return "redirected to leader " + e.leader }
 
 // missedAcks is how many heartbeat periods may pass without an answer
 // before the agent gives up on the leader. A leader that died without
@@ -40,50 +30,12 @@ const statusBatchMax = 1024
 // the messages, not the changes, are the cost.
 const statusLinger = 20 * time.Millisecond
 
-// session runs one session with the manager at addr until it ends.
-func (a *Agent) session(ctx context.Context, addr string) error {
-	conn, err := dial(addr)
-	if err != nil {
-		return fmt.Errorf("dial %s: %w", addr, err)
-	}
-	defer conn.Close()
+// run runs an established session until it ends.
+func (a *Agent) run(ctx context.Context, est *established) {
+	defer est.close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	client := skiffpb.NewDispatcherClient(conn)
-	stream, err := client.Session(ctx)
-	if err != nil {
-		return fmt.Errorf("open session with %s: %w", addr, err)
-	}
-	desc, err := a.cfg.Executor.Describe(ctx)
-	if err != nil {
-		return fmt.Errorf("describe node: %w", err)
-	}
-	desc.Addr = a.cfg.AdvertiseAddr
-	if desc.EngineLabels == nil && len(a.cfg.Labels) > 0 {
-		desc.EngineLabels = map[string]string{}
-	}
-	for k, v := range a.cfg.Labels {
-		desc.EngineLabels[k] = v
-	}
-	a.mu.Lock()
-	nodeID := a.nodeID
-	a.mu.Unlock()
-	if err := stream.Send(&skiffpb.AgentMessage{Msg: &skiffpb.AgentMessage_Register{Register: &skiffpb.Register{
-		NodeId: nodeID, Name: a.cfg.Name, Description: desc,
-	}}}); err != nil {
-		return fmt.Errorf("register with %s: %w", addr, err)
-	}
-	first, err := stream.Recv()
-	if err != nil {
-		return fmt.Errorf("register with %s: %w", addr, err)
-	}
-	if r := first.GetRedirect(); r != nil {
-		return &redirectError{leader: r.GetLeaderAddr()}
-	}
-	acc := first.GetAccepted()
-	if acc == nil {
-		return fmt.Errorf("register with %s: unexpected first message %T", addr, first.GetMsg())
-	}
+	acc := est.acc
 	a.saveNodeID(acc.GetNodeId())
 	a.mu.Lock()
 	if len(acc.GetManagers()) > 0 {
@@ -97,29 +49,31 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		a.mu.Unlock()
 	}()
 	a.sessions.Inc()
-	a.logger.Info("session established", "leader", addr, "node_id", acc.GetNodeId())
+	a.logger.Info("session established", "leader", est.addr, "node_id", acc.GetNodeId())
 
 	period := time.Duration(acc.GetHeartbeatPeriod())
 	if period <= 0 {
 		period = time.Second
 	}
-	s := &agentSession{a: a, stream: stream, logClient: client, nodeID: acc.GetNodeId()}
+	s := &agentSession{a: a, stream: est.stream, logClient: est.client, nodeID: acc.GetNodeId()}
 	s.period.Store(int64(period))
 	s.lastAck.Store(time.Now().UnixNano())
 
 	// The leader may have missed reports while there was no session, or
 	// this may be a new leader: tell it everything.
 	if err := s.sendStatuses(a.worker.statuses()); err != nil {
-		return errSessionEnded
+		a.logger.Info("session ended", "leader", est.addr, "reason", err)
+		return
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- s.receive(ctx) }()
 	go func() { errc <- s.send(ctx) }()
-	err = <-errc
+	go func() { errc <- a.watchLeader(ctx, est.addr) }()
+	err := <-errc
 	cancel()
 	<-errc
-	a.logger.Info("session ended", "leader", addr, "reason", err)
-	return errSessionEnded
+	<-errc
+	a.logger.Info("session ended", "leader", est.addr, "reason", err)
 }
 
 // agentSession is one established session.

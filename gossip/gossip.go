@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"net"
 	"slices"
 	"strconv"
@@ -46,6 +47,12 @@ type Meta struct {
 	// others can tell a restart from a death (memberlist reports both the
 	// same way).
 	Leaving bool `json:"leaving,omitempty"`
+	// Lead is the Raft term in which this manager leads, 0 while it does
+	// not. Agents learn of a new leader from it within a gossip round or
+	// two of its election, instead of waiting for the old leader's silence
+	// to time out; a deposed leader that was cut off may still advertise
+	// its old term, which the higher one outranks.
+	Lead uint64 `json:"lead,omitempty"`
 }
 
 // Member is a live member of the pool.
@@ -98,9 +105,12 @@ type Pool struct {
 	ml     *memberlist.Memberlist
 	cfg    Config
 	logger *slog.Logger
-	// meta is the encoded Meta memberlist advertises; it changes once, to
-	// mark the member as leaving.
+	// meta is the encoded Meta memberlist advertises: local, encoded.
 	meta atomic.Value
+	// local is the member's own Meta; it changes when a manager takes or
+	// loses the lead and when the member leaves.
+	localMu sync.Mutex
+	local   Meta
 
 	// members is the pool's own copy of the live members, by memberlist
 	// name, kept by the event delegate. memberlist's Members returns
@@ -140,15 +150,17 @@ func Start(ctx context.Context, cfg Config) (*Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode gossip metadata: %w", err)
 	}
-	// The size that counts is the larger one Shutdown advertises, with the
-	// leaving mark: memberlist panics on metadata over its limit.
+	// The size that counts is the largest the member ever advertises, with
+	// the leaving mark and a lead term: memberlist panics on metadata over
+	// its limit.
 	leaving := cfg.Meta
 	leaving.Leaving = true
+	leaving.Lead = math.MaxUint64
 	if b, _ := json.Marshal(leaving); len(b) > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("gossip metadata is %d bytes, over memberlist's %d: shorten the node name or addresses", len(b), memberlist.MetaMaxSize)
 	}
 	ctx, stop := context.WithCancel(ctx)
-	p := &Pool{cfg: cfg, logger: logger, members: map[string]member{}, stop: stop, loops: make(chan struct{})}
+	p := &Pool{cfg: cfg, logger: logger, members: map[string]member{}, stop: stop, loops: make(chan struct{}), local: cfg.Meta}
 	p.meta.Store(meta)
 
 	mc := memberlist.DefaultLANConfig()
@@ -290,6 +302,84 @@ func (p *Pool) ManagerAPIAddrs() []string {
 	return out
 }
 
+// SetLead advertises that this manager leads in Raft term term, or, with
+// 0, that it does not. It returns once the change is on its way to another
+// member, or after timeout.
+func (p *Pool) SetLead(term uint64, timeout time.Duration) error {
+	return p.updateMeta(func(m *Meta) { m.Lead = term }, timeout)
+}
+
+// updateMeta changes the member's own metadata and gossips it.
+func (p *Pool) updateMeta(change func(*Meta), timeout time.Duration) error {
+	p.localMu.Lock()
+	change(&p.local)
+	b, err := json.Marshal(p.local)
+	if err == nil {
+		p.meta.Store(b)
+	}
+	p.localMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("encode gossip metadata: %w", err)
+	}
+	return p.ml.UpdateNode(timeout)
+}
+
+// Leader returns the API address of the manager that advertises the
+// highest lead term among the live members, and that term; 0 when none
+// does.
+func (p *Pool) Leader() (apiAddr string, term uint64) {
+	for _, m := range p.Members() {
+		if m.Role == RoleManager && m.Alive && !m.Leaving && m.APIAddr != "" && m.Lead > term {
+			apiAddr, term = m.APIAddr, m.Lead
+		}
+	}
+	return apiAddr, term
+}
+
+// Opinion is what gossip can say about a member right now.
+type Opinion int
+
+// The opinions Probe gives.
+const (
+	// Unknown: the member is not in the pool as a live member (it never
+	// joined, left gracefully, or runs without gossip), so gossip has no
+	// say.
+	Unknown Opinion = iota
+	// Heard: the member answered a direct probe.
+	Heard
+	// Silent: the member is in the pool but did not answer a direct probe
+	// within memberlist's probe timeout.
+	Silent
+)
+
+func (o Opinion) String() string {
+	switch o {
+	case Heard:
+		return "heard"
+	case Silent:
+		return "silent"
+	}
+	return "unknown"
+}
+
+// Probe asks the member with node name name and role role for a direct
+// answer, as memberlist's failure detector would, and waits at most the
+// probe timeout (250 ms). It is the second opinion the leader takes before
+// it judges a node that has no session with it.
+func (p *Pool) Probe(name string, role Role) Opinion {
+	key := Meta{Name: name, Role: role}.memberName()
+	p.membersMu.Lock()
+	m, ok := p.members[key]
+	p.membersMu.Unlock()
+	if !ok || m.Leaving {
+		return Unknown
+	}
+	if _, err := p.ml.Ping(key, &net.UDPAddr{IP: m.addr, Port: int(m.port)}); err != nil {
+		return Silent
+	}
+	return Heard
+}
+
 // SendToAgents sends msg to every live agent but this member, best effort
 // (UDP): the receivers' Delegate.NotifyMsg gets it, as with a broadcast.
 func (p *Pool) SendToAgents(msg []byte) {
@@ -318,17 +408,22 @@ func (p *Pool) Shutdown(timeout time.Duration) error {
 		// is going away.
 		p.stop()
 		<-p.loops
-		meta := p.cfg.Meta
-		meta.Leaving = true
-		var markErr error
-		if b, err := json.Marshal(meta); err == nil {
-			p.meta.Store(b)
-			markErr = p.ml.UpdateNode(timeout / 2)
-		}
+		markErr := p.updateMeta(func(m *Meta) { m.Leaving = true }, timeout/2)
 		leaveErr := p.ml.Leave(timeout)
 		p.shutErr = errors.Join(markErr, leaveErr, p.ml.Shutdown())
 	})
 	return p.shutErr
+}
+
+// Kill stops gossiping without a word to the others, as a process that
+// died would: they find out through the failure detector. It is for fault
+// tests in process; Shutdown is the way to stop.
+func (p *Pool) Kill() {
+	p.shutdown.Do(func() {
+		p.stop()
+		<-p.loops
+		p.shutErr = p.ml.Shutdown()
+	})
 }
 
 func decode(n *memberlist.Node) (Member, bool) {

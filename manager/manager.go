@@ -10,12 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -23,10 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/status"
 
 	"github.com/skiffhq/skiff/gossip"
 	"github.com/skiffhq/skiff/manager/controlapi"
@@ -117,13 +113,7 @@ type Manager struct {
 	control  *controlapi.Server
 	dispatch *dispatcher.Dispatcher
 	metrics  *metrics
-
-	membersMu sync.Mutex
-	// managersAlive is gossip's view of which managers are up, by name.
-	managersAlive map[string]bool
-	// deadAgents names the agents gossip declared dead and has not seen
-	// since.
-	deadAgents map[string]bool
+	members  *membership
 }
 
 // APIAddr is where the manager serves gRPC.
@@ -144,7 +134,7 @@ func Run(ctx context.Context, cfg Config) error {
 		logger.Info("data dir holds Raft state; resuming and ignoring --join", "data_dir", cfg.DataDir)
 	}
 
-	m := &Manager{cfg: cfg, logger: logger, store: state.New(), managersAlive: map[string]bool{}, deadAgents: map[string]bool{}}
+	m := &Manager{cfg: cfg, logger: logger, store: state.New()}
 	m.metrics = newMetrics(m)
 	node, err := raftnode.Open(raftnode.Config{
 		ID:               cfg.Name,
@@ -159,6 +149,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	m.raft = node
+	m.members = newMembership(cfg.Name, node, m.store)
 	defer func() {
 		if err := node.Close(); err != nil {
 			logger.Warn("raft shutdown", "error", err)
@@ -166,30 +157,30 @@ func Run(ctx context.Context, cfg Config) error {
 	}()
 
 	m.dispatch = dispatcher.New(dispatcher.Config{
-		Store: m.store, Raft: node,
-		LeaderAPIAddr:   func() string { a, _ := m.leaderAPIAddr(); return a },
-		ManagerAPIAddrs: m.managerAPIAddrs,
-		IsManager:       m.isRaftMember,
-		HeartbeatPeriod: cfg.HeartbeatPeriod,
-		DownGrace:       cfg.DownGrace,
-		GossipDead:      m.agentsDead,
-		Logger:          logger,
+		Store: m.store, Raft: node, Membership: m.members,
+		HeartbeatPeriod: cfg.HeartbeatPeriod, DownGrace: cfg.DownGrace, Logger: logger,
 	})
+	m.members.onAgentDead = m.dispatch.AgentDead
 	m.control = controlapi.New(controlapi.Config{
 		Store: m.store, Raft: node, Logs: m.dispatch,
-		Reachable: m.managerReachable, Version: version.Version, Logger: logger,
+		Reachable: m.members.Reachable, Version: version.Version, Logger: logger,
 	})
 
 	pool, err := gossip.Start(ctx, gossip.Config{
 		Meta:     gossip.Meta{Name: cfg.Name, Role: gossip.RoleManager, Addr: cfg.AdvertiseAddr, APIAddr: cfg.APIAddr()},
 		BindAddr: cfg.AdvertiseAddr, Port: cfg.GossipPort, Join: cfg.Join,
-		OnEvent: m.onGossip, Logger: logger,
+		OnEvent: m.members.observe, Logger: logger,
 	})
 	if err != nil {
 		return err
 	}
 	m.pool = pool
+	m.members.pool = pool
 	defer func() {
+		if crashed(ctx) {
+			pool.Kill()
+			return
+		}
 		if err := pool.Shutdown(time.Second); err != nil {
 			logger.Debug("gossip shutdown", "error", err)
 		}
@@ -199,7 +190,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("listen for the API on %s: %w", cfg.APIAddr(), err)
 	}
-	fwd := newForwarder(node.IsLeader, m.leaderAPIAddr)
+	fwd := newForwarder(node.IsLeader, m.members.leaderAPIAddr)
 	defer fwd.close()
 	srv := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(fwd.unary),
@@ -241,7 +232,8 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		defer ps.Close()
 	}
-	runCtx, cancel := context.WithCancel(ctx)
+	// Not cancelled with ctx: a leader keeps leading until it has handed over.
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	if fresh && len(cfg.Join) > 0 {
 		wg.Add(1)
@@ -253,7 +245,7 @@ func Run(ctx context.Context, cfg Config) error {
 	go func() {
 		defer wg.Done()
 		m.raft.ObserveLeader(runCtx, func() {
-			leader, _ := m.leaderAPIAddr() // none: close them all
+			leader, _ := m.members.leaderAPIAddr() // none: close them all
 			fwd.retain(leader)
 		})
 	}()
@@ -263,6 +255,15 @@ func Run(ctx context.Context, cfg Config) error {
 	select {
 	case <-ctx.Done():
 	case runErr = <-errc:
+	}
+	if !crashed(ctx) {
+		// A leader stopped on purpose hands over first: the cluster then
+		// has a new leader in a round trip, not an election timeout.
+		hctx, hcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := node.HandOff(hctx); err != nil {
+			logger.Warn("hand the leadership over", "error", err)
+		}
+		hcancel()
 	}
 	cancel()
 	// GracefulStop waits for streams, and agents' sessions never end on
@@ -279,6 +280,14 @@ func Run(ctx context.Context, cfg Config) error {
 	return runErr
 }
 
+// ErrCrash, as the cause of the cancellation of Run's context, stops the
+// manager the way a crash looks to its peers: no leadership hand-off and no
+// farewell to the gossip pool. In-process fault tests use it; its
+// connections still close, as they would when a process dies.
+var ErrCrash = errors.New("manager crashed")
+
+func crashed(ctx context.Context) bool { return errors.Is(context.Cause(ctx), ErrCrash) }
+
 // leadWhileLeader runs the leader's components for as long as this manager
 // leads, and stops them the moment it does not.
 func (m *Manager) leadWhileLeader(ctx context.Context) {
@@ -293,11 +302,26 @@ func (m *Manager) leadWhileLeader(ctx context.Context) {
 			term.end()
 			if !isLeader {
 				m.logger.Info("lost leadership")
+				m.announceLead(0)
 				continue
 			}
-			m.logger.Info("became leader")
+			t := m.raft.Term()
+			m.logger.Info("became leader", "term", t)
 			term.start(ctx, m.lead)
+			m.announceLead(t)
 		}
+	}
+}
+
+// announceLead advertises by gossip that this manager leads in term t (0:
+// that it does not), so that agents come to it at once. The dispatcher of
+// a term that has not started serving yet holds their sessions until it
+// does.
+func (m *Manager) announceLead(t uint64) {
+	// UpdateNode returns once the news is on its way to one member; a
+	// leader cut off from everyone should not wait long for that.
+	if err := m.pool.SetLead(t, 250*time.Millisecond); err != nil {
+		m.logger.Debug("announce leadership by gossip", "term", t, "error", err)
 	}
 }
 
@@ -409,111 +433,6 @@ func (m *Manager) joinVia(ctx context.Context, addr string) error {
 		Name: m.cfg.Name, RaftAddr: m.raft.Addr(), ApiAddr: m.cfg.APIAddr(),
 	})
 	return err
-}
-
-// leaderAPIAddr finds the leader's API address: from gossip, where every
-// manager advertises it, or else from the leader's node in the store.
-func (m *Manager) leaderAPIAddr() (string, error) {
-	_, id := m.raft.Leader()
-	if id == "" {
-		if err := m.raft.StorageError(); err != nil {
-			return "", controlapi.StorageStatus(fmt.Errorf("no leader: %w", err))
-		}
-		hint, quorum := m.quorumHint()
-		if !quorum {
-			// No election can succeed: retrying would only delay the news.
-			return "", status.Error(codes.Unavailable, "no leader: "+hint)
-		}
-		return "", skiffpb.NoLeaderError("no leader: " + hint)
-	}
-	for _, mem := range m.pool.Members() {
-		if mem.Role == gossip.RoleManager && mem.Name == id && mem.APIAddr != "" {
-			return mem.APIAddr, nil
-		}
-	}
-	var addr string
-	m.store.View(func(tx state.ReadTx) { addr = tx.NodeByName(id).GetManagerStatus().GetApiAddr() })
-	if addr == "" {
-		return "", status.Errorf(codes.Unavailable, "leader %s has no known API address yet; retry", id)
-	}
-	return addr, nil
-}
-
-// quorumHint says how many managers this one can see, for error messages,
-// and whether they make a quorum (an election can succeed).
-func (m *Manager) quorumHint() (hint string, quorum bool) {
-	servers, err := m.raft.Servers()
-	if err != nil || len(servers) == 0 {
-		return "this manager has not joined a cluster yet", false
-	}
-	up := 0
-	for _, s := range servers {
-		if s.ID == m.cfg.Name || m.managerReachable(s.ID) {
-			up++
-		}
-	}
-	needed := len(servers)/2 + 1
-	if up >= needed {
-		return fmt.Sprintf("an election is under way (%d of %d managers reachable, %d needed); retry in a moment", up, len(servers), needed), true
-	}
-	return fmt.Sprintf("the cluster may have lost quorum (%d of %d managers reachable, %d needed); bring managers back", up, len(servers), needed), false
-}
-
-func (m *Manager) managerAPIAddrs() []string { return m.pool.ManagerAPIAddrs() }
-
-func (m *Manager) isRaftMember(name string) bool {
-	servers, err := m.raft.Servers()
-	if err != nil {
-		return false
-	}
-	for _, s := range servers {
-		if s.ID == name {
-			return true
-		}
-	}
-	return false
-}
-
-func (m *Manager) managerReachable(name string) bool {
-	if name == m.cfg.Name {
-		return true
-	}
-	m.membersMu.Lock()
-	defer m.membersMu.Unlock()
-	return m.managersAlive[name]
-}
-
-// onGossip follows membership: managers' liveness for MANAGER STATUS, and
-// agents' deaths to hasten marking their nodes down.
-func (m *Manager) onGossip(ev gossip.Event) {
-	alive := ev.Kind == gossip.MemberJoined || ev.Kind == gossip.MemberUpdated
-	switch ev.Member.Role {
-	case gossip.RoleManager:
-		m.membersMu.Lock()
-		m.managersAlive[ev.Member.Name] = alive
-		m.membersMu.Unlock()
-	case gossip.RoleAgent:
-		// Only a death hastens the verdict: an agent that left gracefully
-		// is restarting, and its node keeps its heartbeat grace. A death
-		// is remembered too, for the dispatcher of a later term.
-		m.membersMu.Lock()
-		if ev.Kind == gossip.MemberFailed {
-			m.deadAgents[ev.Member.Name] = true
-		} else {
-			delete(m.deadAgents, ev.Member.Name)
-		}
-		m.membersMu.Unlock()
-		if ev.Kind == gossip.MemberFailed && m.dispatch != nil && m.raft.IsLeader() {
-			m.dispatch.NodeHeard(ev.Member.Name, false)
-		}
-	}
-}
-
-// agentsDead names the agents gossip has declared dead and not seen since.
-func (m *Manager) agentsDead() []string {
-	m.membersMu.Lock()
-	defer m.membersMu.Unlock()
-	return slices.Collect(maps.Keys(m.deadAgents))
 }
 
 // metrics are the manager's Prometheus metrics, on its own registry.

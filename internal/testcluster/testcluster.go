@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,7 +32,7 @@ import (
 // a temp dir, real gossip and gRPC on loopback.
 type Manager struct {
 	Config manager.Config
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	done   chan error
 }
 
@@ -54,14 +55,24 @@ type simAgent struct {
 	done   chan error
 }
 
+// handedOut are the ports freePort has given this process: the kernel may
+// give a port that was just closed to the next listener on port 0, and two
+// members of one cluster must not be handed the same one.
+var handedOut sync.Map
+
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("find a free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if _, taken := handedOut.LoadOrStore(port, true); !taken {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -125,19 +136,25 @@ func NewIn(t testing.TB, n int, dir string) *Cluster {
 
 // Start starts (or restarts, from its data dir) a manager.
 func (c *Cluster) Start(m *Manager) {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancelCause(context.Background())
 	m.cancel = cancel
 	m.done = make(chan error, 1)
 	go func() { m.done <- manager.Run(ctx, m.Config) }()
 }
 
-// Stop shuts a manager down the way a crash would look to its peers: its
-// connections close and it stops answering.
-func (c *Cluster) Stop(m *Manager) {
+// Stop shuts a manager down as an operator would: a leader hands its
+// leadership over, and the manager says goodbye to the gossip pool.
+func (c *Cluster) Stop(m *Manager) { c.stop(m, nil) }
+
+// Kill stops a manager the way a crash looks to its peers: no hand-over,
+// no goodbye; its connections close and it stops answering.
+func (c *Cluster) Kill(m *Manager) { c.stop(m, manager.ErrCrash) }
+
+func (c *Cluster) stop(m *Manager, cause error) {
 	if m.cancel == nil {
 		return
 	}
-	m.cancel()
+	m.cancel(cause)
 	if err := <-m.done; err != nil {
 		c.t.Errorf("manager %s exited with %v", m.Config.Name, err)
 	}
@@ -157,18 +174,21 @@ func (c *Cluster) Close() {
 	}
 }
 
-// AddAgent starts a simulated agent named name.
+// AddAgent starts a simulated agent named name. It joins the managers'
+// gossip pool, as a real agent does.
 func (c *Cluster) AddAgent(name string) *sim.Executor {
 	exec := sim.New(name)
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &simAgent{exec: exec, cancel: cancel, done: make(chan error, 1)}
-	var addrs []string
+	var addrs, seeds []string
 	for _, m := range c.Managers {
 		addrs = append(addrs, m.APIAddr())
+		seeds = append(seeds, net.JoinHostPort(m.Config.AdvertiseAddr, strconv.Itoa(m.Config.GossipPort)))
 	}
 	cfg := agent.Config{
 		Name: name, DataDir: filepath.Join(c.t.TempDir(), name), AdvertiseAddr: "127.0.0.1",
-		Managers: addrs, NoGossip: true, Executor: exec, Logger: testLogger(c.t).With("agent", name),
+		GossipPort: freePort(c.t), Join: seeds,
+		Managers: addrs, Executor: exec, Logger: testLogger(c.t).With("agent", name),
 	}
 	go func() { a.done <- agent.Run(ctx, cfg) }()
 	c.agents[name] = a

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
-	"slices"
 	"sync"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/skiffhq/skiff/gossip"
 	"github.com/skiffhq/skiff/manager/state"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
@@ -38,19 +38,40 @@ type Raft interface {
 	IsLeader() bool
 }
 
+// Membership is what the dispatcher learns from outside its sessions: the
+// managers, and gossip's view of the agents. The manager implements it over
+// Raft's configuration and the gossip pool.
+type Membership interface {
+	// LeaderAPIAddr is the leader's API address, for redirects; "" while
+	// there is none.
+	LeaderAPIAddr() string
+	// ManagerAPIAddrs are every live manager's API address, for agents'
+	// failover.
+	ManagerAPIAddrs() []string
+	// IsManager reports whether a node name belongs to a Raft member.
+	IsManager(name string) bool
+	// DeadAgents names the nodes whose agents gossip's failure detector
+	// declared dead and has not heard from since. A new term starts their
+	// grace as already over, where every other node's starts afresh: a
+	// leader that took office after the verdict (its own host's death,
+	// say) would otherwise give a dead host a whole grace more.
+	DeadAgents() []string
+	// ProbeAgent is gossip's second opinion on a node the leader has not
+	// heard from: whether its agent answers a direct probe now. It may
+	// take memberlist's probe timeout.
+	ProbeAgent(name string) gossip.Opinion
+}
+
 // Config configures a Dispatcher.
 type Config struct {
 	Store *state.Store
 	Raft  Raft
-	// LeaderAPIAddr returns the leader's API address, for redirects.
-	LeaderAPIAddr func() string
-	// ManagerAPIAddrs returns every manager's API address, for agents'
-	// failover.
-	ManagerAPIAddrs func() []string
-	// IsManager reports whether a node name belongs to a Raft member.
-	IsManager func(name string) bool
+	// Membership, when set, is gossip's and Raft's view of the members;
+	// without it the dispatcher judges nodes by their heartbeats alone.
+	Membership Membership
 	// HeartbeatPeriod is how often agents heartbeat; DownGrace is how long
-	// a node may stay silent before it is marked Down.
+	// a node may stay silent before it is marked Down. Everything else
+	// about node health is derived from them (see health.go).
 	HeartbeatPeriod time.Duration
 	DownGrace       time.Duration
 	// MaxHeartbeatRate bounds the heartbeats per second the leader asks
@@ -58,13 +79,7 @@ type Config struct {
 	// period (and the grace with it) is stretched. Zero means 2,000/s,
 	// which keeps the 500 ms default up to 1,000 nodes.
 	MaxHeartbeatRate float64
-	// GossipDead, when set, names the nodes whose agents the failure
-	// detector has declared dead and not seen since. A new term starts
-	// their grace as already over, where every other node's starts
-	// afresh: a leader that took office after the verdict (its own host's
-	// death, say) would otherwise give a dead host a whole grace more.
-	GossipDead func() []string
-	Logger     *slog.Logger
+	Logger           *slog.Logger
 }
 
 // Dispatcher implements skiffpb.DispatcherServer.
@@ -77,17 +92,16 @@ type Dispatcher struct {
 
 	mu sync.Mutex
 	// running is the leader term's context; nil while not leading.
-	running  context.Context
+	running context.Context
+	// serving is closed when a term starts serving sessions, and replaced
+	// when it ends: an agent that finds this manager leading in Raft a
+	// moment before its term has started waits for it, instead of being
+	// redirected to where it already is.
+	serving  chan struct{}
 	sessions map[string]*session // by node ID
-	lastSeen map[string]time.Time
 	statuses *statusBuffer
-	// period is the heartbeat period agents are asked for this term; it
-	// only grows within a term (see heartbeatPeriodLocked).
-	period time.Duration
-	// nodesAtStart is how many nodes the store held when the term began:
-	// they will all reconnect, so the period is stretched for them from the
-	// start, not only as their sessions come back.
-	nodesAtStart int
+	// health is what the term knows of each node's liveness.
+	health health
 
 	logs *logBroker
 	// hub routes the store's changes to the sessions' feeds.
@@ -111,8 +125,8 @@ func New(cfg Config) *Dispatcher {
 	if cfg.MaxHeartbeatRate <= 0 {
 		cfg.MaxHeartbeatRate = 2000
 	}
-	if cfg.IsManager == nil {
-		cfg.IsManager = func(string) bool { return false }
+	if cfg.Membership == nil {
+		cfg.Membership = noMembership{}
 	}
 	d := &Dispatcher{
 		cfg:      cfg,
@@ -120,7 +134,7 @@ func New(cfg Config) *Dispatcher {
 		logger:   cfg.Logger.With("component", "dispatcher"),
 		now:      time.Now,
 		sessions: map[string]*session{},
-		lastSeen: map[string]time.Time{},
+		serving:  make(chan struct{}),
 	}
 	d.logs = newLogBroker(d)
 	d.hub = newHub(cfg.Store)
@@ -132,31 +146,16 @@ func New(cfg Config) *Dispatcher {
 // closing every session so the agents go find the next leader.
 func (d *Dispatcher) Run(ctx context.Context) {
 	statuses := newStatusBuffer()
+	dead := d.cfg.Membership.DeadAgents()
 	d.mu.Lock()
-	now := d.now()
 	// The hub watches before any session of this term can subscribe to it.
-	var gossipDead []string
-	if d.cfg.GossipDead != nil {
-		gossipDead = d.cfg.GossipDead()
-	}
-	nodes := 0
 	changes, stopWatch := d.store.ViewAndWatch(func(tx state.ReadTx) {
-		tx.EachNode(func(n *skiffpb.Node) bool {
-			d.lastSeen[n.GetId()] = now
-			if slices.Contains(gossipDead, n.GetName()) {
-				d.lastSeen[n.GetId()] = time.Time{}
-				d.logger.Info("gossip reported node dead before this term; its grace is over", "node", n.GetName())
-			}
-			nodes++
-			return true
-		})
+		d.startTermLocked(tx, dead)
 		d.hub.resetDown(tx)
 	})
 	d.running = ctx
 	d.statuses = statuses
-	d.period = d.cfg.HeartbeatPeriod
-	d.nodesAtStart = nodes
-	d.heartbeatPeriodLocked()
+	close(d.serving)
 	d.mu.Unlock()
 
 	var wg sync.WaitGroup
@@ -168,6 +167,7 @@ func (d *Dispatcher) Run(ctx context.Context) {
 
 	d.mu.Lock()
 	d.running = nil
+	d.serving = make(chan struct{})
 	for id, s := range d.sessions {
 		s.cancel()
 		delete(d.sessions, id)
@@ -176,27 +176,31 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-// NodeHeard tells the dispatcher that gossip has declared the node named
-// name dead (alive = false) or alive. A dead verdict ends the node's grace at
-// once: the failure detector is faster than missed heartbeats, and a live
-// agent's next heartbeat would make it Ready again anyway.
-func (d *Dispatcher) NodeHeard(name string, alive bool) {
-	if alive {
-		return
+// termWait bounds how long a session waits for the term of a manager that
+// has just won an election to start serving (its barrier: applying what
+// the previous leader committed).
+const termWait = 2 * time.Second
+
+// termFor returns the running term's context, waiting up to termWait for
+// it when this manager leads in Raft but its term has not started yet; nil
+// when it does not lead.
+func (d *Dispatcher) termFor(ctx context.Context) context.Context {
+	d.mu.Lock()
+	running, serving := d.running, d.serving
+	d.mu.Unlock()
+	if running != nil || !d.cfg.Raft.IsLeader() {
+		return running
 	}
-	var id string
-	d.store.View(func(tx state.ReadTx) {
-		if n := tx.NodeByName(name); n != nil {
-			id = n.GetId()
-		}
-	})
-	if id == "" {
-		return
+	t := time.NewTimer(termWait)
+	defer t.Stop()
+	select {
+	case <-serving:
+	case <-t.C:
+	case <-ctx.Done():
 	}
 	d.mu.Lock()
-	d.lastSeen[id] = time.Time{}
-	d.mu.Unlock()
-	d.logger.Info("gossip reports node dead", "node", name)
+	defer d.mu.Unlock()
+	return d.running
 }
 
 // Session implements the agent's session stream.
@@ -209,14 +213,9 @@ func (d *Dispatcher) Session(stream grpc.BidiStreamingServer[skiffpb.AgentMessag
 	if reg == nil {
 		return status.Error(codes.InvalidArgument, "a session must start with Register")
 	}
-	d.mu.Lock()
-	running := d.running
-	d.mu.Unlock()
+	running := d.termFor(stream.Context())
 	if running == nil || !d.cfg.Raft.IsLeader() {
-		leader := ""
-		if d.cfg.LeaderAPIAddr != nil {
-			leader = d.cfg.LeaderAPIAddr()
-		}
+		leader := d.cfg.Membership.LeaderAPIAddr()
 		return stream.Send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_Redirect{Redirect: &skiffpb.Redirect{LeaderAddr: leader}}})
 	}
 	node, err := d.register(stream.Context(), reg)
@@ -237,7 +236,7 @@ func (d *Dispatcher) Session(stream grpc.BidiStreamingServer[skiffpb.AgentMessag
 		old.cancel()
 	}
 	d.sessions[s.nodeID] = s
-	d.lastSeen[s.nodeID] = d.now()
+	d.heardLocked(s.nodeID)
 	period := d.heartbeatPeriodLocked()
 	d.mu.Unlock()
 	defer func() {
@@ -250,10 +249,7 @@ func (d *Dispatcher) Session(stream grpc.BidiStreamingServer[skiffpb.AgentMessag
 	}()
 	d.logger.Info("session started", "node", node.GetName(), "node_id", node.GetId())
 
-	var managers []string
-	if d.cfg.ManagerAPIAddrs != nil {
-		managers = d.cfg.ManagerAPIAddrs()
-	}
+	managers := d.cfg.Membership.ManagerAPIAddrs()
 	if err := s.send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_Accepted{Accepted: &skiffpb.SessionAccepted{
 		NodeId: node.GetId(), SessionId: s.id, HeartbeatPeriod: int64(period), Managers: managers,
 	}}}); err != nil {
@@ -319,7 +315,7 @@ func (d *Dispatcher) register(ctx context.Context, reg *skiffpb.Register) (*skif
 	var next *skiffpb.Node
 	if old == nil {
 		role := skiffpb.NodeRole_NODE_ROLE_WORKER
-		if d.cfg.IsManager(reg.GetName()) {
+		if d.cfg.Membership.IsManager(reg.GetName()) {
 			role = skiffpb.NodeRole_NODE_ROLE_MANAGER
 		}
 		next = &skiffpb.Node{
@@ -356,7 +352,7 @@ func (d *Dispatcher) receive(ctx context.Context, s *session) error {
 			return err
 		}
 		d.mu.Lock()
-		d.lastSeen[s.nodeID] = d.now()
+		d.heardLocked(s.nodeID)
 		statuses := d.statuses
 		period := d.heartbeatPeriodLocked()
 		d.mu.Unlock()
@@ -419,94 +415,6 @@ func (d *Dispatcher) ownUpdates(nodeID string, us []*skiffpb.TaskStatusUpdate) [
 		}
 	})
 	return out
-}
-
-// monitorNodes marks nodes Down once they have been silent for the grace.
-func (d *Dispatcher) monitorNodes(ctx context.Context) {
-	tick := time.NewTicker(d.cfg.HeartbeatPeriod / 2)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		now := d.now()
-		var down []string
-		var grace time.Duration
-		d.store.View(func(tx state.ReadTx) {
-			d.mu.Lock()
-			defer d.mu.Unlock()
-			grace = d.graceLocked()
-			tx.EachNode(func(n *skiffpb.Node) bool {
-				if n.GetStatus().GetState() == skiffpb.NodeState_NODE_STATE_DOWN {
-					return true
-				}
-				seen, ok := d.lastSeen[n.GetId()]
-				if !ok {
-					d.lastSeen[n.GetId()] = now
-					return true
-				}
-				if now.Sub(seen) > grace {
-					down = append(down, n.GetId())
-				}
-				return true
-			})
-		})
-		if len(down) > 0 {
-			d.markDown(ctx, down, grace)
-		}
-	}
-}
-
-// heartbeatPeriodLocked returns the period agents are asked to heartbeat
-// at: the configured one, stretched so that all sessions together send at
-// most MaxHeartbeatRate heartbeats a second. Every heartbeat costs the
-// leader a receive and an acknowledgement; at 10,000 nodes and 500 ms they
-// would take most of a core, and starve Raft and the agents' own sessions.
-//
-// The period grows as sessions arrive but never shrinks within a term: an
-// agent learns a new period only from its next acknowledgement, and a
-// grace shortened before it heard would mark a healthy node down. It counts
-// the nodes the store held at the start of the term too: after a change of
-// leader they all come back at once, and the grace must already be theirs
-// while they reconnect, or the new leader would mark them all down.
-func (d *Dispatcher) heartbeatPeriodLocked() time.Duration {
-	agents := max(len(d.sessions), d.nodesAtStart)
-	need := time.Duration(float64(agents) / d.cfg.MaxHeartbeatRate * float64(time.Second))
-	d.period = max(d.period, d.cfg.HeartbeatPeriod, need)
-	return d.period
-}
-
-// graceLocked is how long a node may stay silent now: DownGrace, stretched
-// as the heartbeat period is.
-func (d *Dispatcher) graceLocked() time.Duration {
-	period := max(d.period, d.cfg.HeartbeatPeriod)
-	return time.Duration(float64(d.cfg.DownGrace) * float64(period) / float64(d.cfg.HeartbeatPeriod))
-}
-
-// markDownBatch bounds the node_status actions of one command: when a
-// switch fails, a whole rack of nodes goes silent at once, and one write
-// per node would take seconds to commit.
-const markDownBatch = 1024
-
-// markDown marks the nodes down, in as few Raft commands as it can.
-func (d *Dispatcher) markDown(ctx context.Context, ids []string, grace time.Duration) {
-	now := d.now().UnixNano()
-	for len(ids) > 0 {
-		n := min(len(ids), markDownBatch)
-		cmd := &skiffpb.Command{Actions: make([]*skiffpb.StoreAction, 0, n)}
-		for _, id := range ids[:n] {
-			d.logger.Warn("node missed its heartbeats; marking it down", "node_id", id, "grace", grace)
-			cmd.Actions = append(cmd.Actions, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_NodeStatus{NodeStatus: &skiffpb.NodeStatusUpdate{
-				NodeId: id, Status: &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_DOWN, Message: "heartbeat failure", Timestamp: now},
-			}}})
-		}
-		if _, err := d.cfg.Raft.Propose(ctx, cmd); err != nil && ctx.Err() == nil {
-			d.logger.Error("mark nodes down", "nodes", n, "error", err)
-		}
-		ids = ids[n:]
-	}
 }
 
 // session is one agent's stream.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skiffhq/skiff/gossip"
 	"github.com/skiffhq/skiff/manager/state"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
@@ -41,7 +42,7 @@ func nodeState(s *state.Store, id string) skiffpb.NodeState {
 }
 
 // TestNodeHealth: with a long grace, a node is marked Down only when gossip
-// declares it dead; a live verdict or an unknown name changes nothing.
+// declares it dead; an unknown name changes nothing.
 // putNode stores a node in the given state, through fr.
 func putNode(t *testing.T, fr *fakeRaft, id, name string, st skiffpb.NodeState) {
 	t.Helper()
@@ -79,9 +80,8 @@ func TestNodeHealth(t *testing.T) {
 	// The term seeds every node's clock when it starts.
 	runTerm(t, d)
 
-	d.NodeHeard("h1", true)
-	d.NodeHeard("nobody", false)
-	d.NodeHeard("h1", false)
+	d.AgentDead("nobody")
+	d.AgentDead("h1")
 	deadline := time.Now().Add(10 * time.Second)
 	for nodeState(store, "n1") != skiffpb.NodeState_NODE_STATE_DOWN {
 		if time.Now().After(deadline) {
@@ -139,7 +139,7 @@ func TestSilentNodesGoDown(t *testing.T) {
 // the grace in proportion; it never shrinks within a term.
 func TestHeartbeatPeriodStretches(t *testing.T) {
 	d := New(Config{Store: state.New(), HeartbeatPeriod: 500 * time.Millisecond, MaxHeartbeatRate: 2000})
-	d.period = d.cfg.HeartbeatPeriod
+	d.health.period = d.cfg.HeartbeatPeriod
 	withSessions := func(n int) (time.Duration, time.Duration) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
@@ -170,7 +170,7 @@ func TestHeartbeatPeriodStretches(t *testing.T) {
 	// A new term with 10,000 nodes in the store gives them the long grace
 	// before any of them has reconnected.
 	d = New(Config{Store: state.New(), HeartbeatPeriod: 500 * time.Millisecond, MaxHeartbeatRate: 2000})
-	d.period, d.nodesAtStart = d.cfg.HeartbeatPeriod, 10000
+	d.health.period, d.health.nodesAtStart = d.cfg.HeartbeatPeriod, 10000
 	if period, grace := withSessions(0); period != 5*time.Second || grace != 20*time.Second {
 		t.Errorf("new term of 10,000 nodes: period %s grace %s, want 5s and 20s", period, grace)
 	}
@@ -185,7 +185,7 @@ func TestGossipDeathBeforeTheTerm(t *testing.T) {
 	putNode(t, fr, "n1", "h1", skiffpb.NodeState_NODE_STATE_READY)
 	putNode(t, fr, "n2", "h2", skiffpb.NodeState_NODE_STATE_READY)
 	d := New(Config{Store: store, Raft: fr, HeartbeatPeriod: 10 * time.Millisecond, DownGrace: time.Hour,
-		GossipDead: func() []string { return []string{"h2", "nobody"} }})
+		Membership: &fakeMembership{dead: []string{"h2", "nobody"}}})
 	runTerm(t, d)
 
 	deadline := time.Now().Add(10 * time.Second)
@@ -197,5 +197,80 @@ func TestGossipDeathBeforeTheTerm(t *testing.T) {
 	}
 	if st := nodeState(store, "n1"); st != skiffpb.NodeState_NODE_STATE_READY {
 		t.Errorf("n1 is %v within its grace", st)
+	}
+}
+
+// fakeMembership gives fixed opinions of gossip's, standing in for the
+// manager's view of the pool.
+type fakeMembership struct {
+	noMembership
+	dead     []string
+	opinions map[string]gossip.Opinion
+	mu       sync.Mutex
+	probed   map[string]int
+}
+
+func (f *fakeMembership) DeadAgents() []string { return f.dead }
+
+func (f *fakeMembership) ProbeAgent(name string) gossip.Opinion {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.probed == nil {
+		f.probed = map[string]int{}
+	}
+	f.probed[name]++
+	return f.opinions[name]
+}
+
+// downAt polls until node id is Down and returns when, failing after
+// limit.
+func downAt(t *testing.T, s *state.Store, id string, limit time.Duration) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for nodeState(s, id) != skiffpb.NodeState_NODE_STATE_DOWN {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not marked down within %s", id, limit)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return time.Now()
+}
+
+// TestGossipsSecondOpinion: a new term's nodes without a session are
+// probed. One whose agent gossip still hears keeps its node Ready past the
+// grace, up to twice the grace; one that answers no probe is marked Down
+// long before the grace; one gossip knows nothing of is judged by the
+// grace alone.
+func TestGossipsSecondOpinion(t *testing.T) {
+	store := state.New()
+	fr := &fakeRaft{store: store}
+	putNode(t, fr, "n1", "heard", skiffpb.NodeState_NODE_STATE_READY)
+	putNode(t, fr, "n2", "silent", skiffpb.NodeState_NODE_STATE_READY)
+	putNode(t, fr, "n3", "unknown", skiffpb.NodeState_NODE_STATE_READY)
+	const period, grace = 20 * time.Millisecond, 400 * time.Millisecond
+	m := &fakeMembership{opinions: map[string]gossip.Opinion{"heard": gossip.Heard, "silent": gossip.Silent}}
+	d := New(Config{Store: store, Raft: fr, HeartbeatPeriod: period, DownGrace: grace, Membership: m})
+	start := time.Now()
+	runTerm(t, d)
+
+	silent := downAt(t, store, "n2", 10*time.Second).Sub(start)
+	if silent >= grace {
+		t.Errorf("the node gossip cannot reach went down after %s, not before the grace (%s)", silent, grace)
+	}
+	unknown := downAt(t, store, "n3", 10*time.Second).Sub(start)
+	if unknown < grace {
+		t.Errorf("the node gossip knows nothing of went down after %s, within its grace (%s)", unknown, grace)
+	}
+	if st := nodeState(store, "n1"); st != skiffpb.NodeState_NODE_STATE_READY {
+		t.Fatalf("the node gossip hears is %v at %s, within twice its grace", st, time.Since(start))
+	}
+	heard := downAt(t, store, "n1", 10*time.Second).Sub(start)
+	if heard < 2*grace {
+		t.Errorf("the node gossip hears went down after %s, before twice the grace (%s)", heard, 2*grace)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.probed["silent"] < condemningProbes {
+		t.Errorf("the silent node was probed %d times before its verdict, want at least %d", m.probed["silent"], condemningProbes)
 	}
 }

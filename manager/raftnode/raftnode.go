@@ -16,7 +16,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -190,6 +189,24 @@ func (n *Node) Close() error {
 	return errors.Join(errs...)
 }
 
+// HandOff passes the leadership to the most up-to-date follower, if this
+// member leads, so that a manager stopped on purpose costs the cluster no
+// election timeout. It waits for the transfer or until ctx ends.
+func (n *Node) HandOff(ctx context.Context) error {
+	if !n.IsLeader() {
+		return nil
+	}
+	f := n.raft.LeadershipTransfer()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // HasState reports whether dir holds Raft state from an earlier run.
 func HasState(dir string) bool {
 	_, err := os.Stat(filepath.Join(dir, "raft.db"))
@@ -241,8 +258,7 @@ func (n *Node) Leader() (addr, id string) {
 
 // Term is the member's current Raft term.
 func (n *Node) Term() uint64 {
-	term, _ := strconv.ParseUint(n.raft.Stats()["term"], 10, 64)
-	return term
+	return n.raft.CurrentTerm()
 }
 
 // AppliedIndex is the index of the last entry applied to the store.

@@ -1,0 +1,239 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/skiffhq/skiff/gossip"
+	skiffpb "github.com/skiffhq/skiff/proto"
+)
+
+// Finding the leader. A session ends when its leader is lost (3 heartbeat
+// periods of silence), is deposed, or when gossip announces a newer leader
+// elsewhere. The agent then registers with every manager it knows at once:
+// followers answer with a redirect and the leader accepts, so a manager
+// that is dead or cut off costs nothing but its own attempt, where trying
+// them in turn waited out a connect timeout on each. A leader announced by
+// gossip wakes an agent waiting out its backoff, so a healthy agent has a
+// session with a new leader within a gossip round or two of the election.
+
+// registerTimeout bounds one registration attempt: the connect and the
+// leader's answer.
+const registerTimeout = 5 * time.Second
+
+// established is a session the leader has accepted.
+type established struct {
+	addr   string
+	conn   *grpc.ClientConn
+	client skiffpb.DispatcherClient
+	stream grpc.BidiStreamingClient[skiffpb.AgentMessage, skiffpb.ManagerMessage]
+	acc    *skiffpb.SessionAccepted
+	// cancel ends the stream.
+	cancel context.CancelFunc
+}
+
+func (e *established) close() {
+	e.cancel()
+	e.conn.Close()
+}
+
+// attempt is the outcome of registering with one manager.
+type attempt struct {
+	addr     string
+	est      *established
+	redirect string
+	err      error
+}
+
+// connect finds the leader and opens a session with it: every known
+// manager is asked at once, then any leader they named that was not among
+// them.
+func (a *Agent) connect(ctx context.Context) (*established, error) {
+	desc, err := a.cfg.Executor.Describe(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("describe node: %w", err)
+	}
+	desc.Addr = a.cfg.AdvertiseAddr
+	if desc.EngineLabels == nil && len(a.cfg.Labels) > 0 {
+		desc.EngineLabels = map[string]string{}
+	}
+	for k, v := range a.cfg.Labels {
+		desc.EngineLabels[k] = v
+	}
+	a.mu.Lock()
+	reg := &skiffpb.Register{NodeId: a.nodeID, Name: a.cfg.Name, Description: desc}
+	a.mu.Unlock()
+
+	addrs := a.candidates()
+	if len(addrs) == 0 {
+		return nil, errors.New("no manager known yet: gossip has not found one")
+	}
+	tried := map[string]bool{}
+	var errs []error
+	for round := 0; round < 2 && len(addrs) > 0; round++ {
+		for _, addr := range addrs {
+			tried[addr] = true
+		}
+		est, redirects, err := a.registerAny(ctx, addrs, reg)
+		if est != nil {
+			return est, nil
+		}
+		errs = append(errs, err)
+		addrs = slices.DeleteFunc(redirects, func(addr string) bool { return tried[addr] })
+	}
+	return nil, errors.Join(errs...)
+}
+
+// registerAny registers with every manager in addrs at once and returns
+// the first session accepted; the other attempts are abandoned. Without
+// one, it returns the leaders the managers named.
+func (a *Agent) registerAny(ctx context.Context, addrs []string, reg *skiffpb.Register) (*established, []string, error) {
+	results := make(chan attempt, len(addrs))
+	for _, addr := range addrs {
+		go func() { results <- a.register(ctx, addr, reg) }()
+	}
+	var redirects []string
+	var errs []error
+	for range addrs {
+		r := <-results
+		switch {
+		case r.est != nil:
+			// Attempts still out are closed as they come in: a second
+			// acceptance is a deposed leader that does not know it yet.
+			go func(left int) {
+				for range left {
+					if late := <-results; late.est != nil {
+						late.est.close()
+					}
+				}
+			}(len(addrs) - len(redirects) - len(errs) - 1)
+			return r.est, nil, nil
+		case r.redirect != "":
+			redirects = append(redirects, r.redirect)
+		default:
+			errs = append(errs, fmt.Errorf("%s: %w", r.addr, r.err))
+		}
+	}
+	if len(errs) == 0 {
+		errs = append(errs, errors.New("no manager leads yet (an election is under way)"))
+	}
+	return nil, redirects, errors.Join(errs...)
+}
+
+// register opens a session stream with the manager at addr and registers.
+func (a *Agent) register(ctx context.Context, addr string, reg *skiffpb.Register) attempt {
+	conn, err := dial(addr)
+	if err != nil {
+		return attempt{addr: addr, err: fmt.Errorf("dial: %w", err)}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	fail := func(err error) attempt {
+		cancel()
+		conn.Close()
+		return attempt{addr: addr, err: err}
+	}
+	// Only the registration is bounded; an accepted session lives on.
+	timer := time.AfterFunc(registerTimeout, cancel)
+	client := skiffpb.NewDispatcherClient(conn)
+	stream, err := client.Session(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("open session: %w", err))
+	}
+	if err := stream.Send(&skiffpb.AgentMessage{Msg: &skiffpb.AgentMessage_Register{Register: reg}}); err != nil {
+		return fail(fmt.Errorf("register: %w", err))
+	}
+	first, err := stream.Recv()
+	if !timer.Stop() && err == nil {
+		err = errors.New("registration timed out")
+	}
+	if err != nil {
+		return fail(fmt.Errorf("register: %w", err))
+	}
+	if r := first.GetRedirect(); r != nil {
+		cancel()
+		conn.Close()
+		return attempt{addr: addr, redirect: r.GetLeaderAddr()}
+	}
+	acc := first.GetAccepted()
+	if acc == nil {
+		return fail(fmt.Errorf("register: unexpected first message %T", first.GetMsg()))
+	}
+	return attempt{addr: addr, est: &established{addr: addr, conn: conn, client: client, stream: stream, acc: acc, cancel: cancel}}
+}
+
+// candidates lists the manager API addresses to try: the leader gossip
+// announces first, then the other managers gossip sees alive and those the
+// last leader listed, in random order so that a thousand agents do not all
+// start with the same one.
+func (a *Agent) candidates() []string {
+	var out []string
+	if a.pool != nil {
+		if leader, _ := a.pool.Leader(); leader != "" {
+			out = append(out, leader)
+		}
+	}
+	var rest []string
+	if a.pool != nil {
+		rest = append(rest, a.pool.ManagerAPIAddrs()...)
+	}
+	a.mu.Lock()
+	rest = append(rest, a.managers...)
+	a.mu.Unlock()
+	rand.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
+	for _, s := range rest {
+		if s != "" && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// announcedLeader is the leader gossip announces and its term; "" and 0
+// without gossip or before any announcement.
+func (a *Agent) announcedLeader() (string, uint64) {
+	if a.pool == nil {
+		return "", 0
+	}
+	return a.pool.Leader()
+}
+
+// observeGossip wakes the session loop when a manager announces that it
+// leads. It runs on memberlist's goroutine and must not block.
+func (a *Agent) observeGossip(ev gossip.Event) {
+	if ev.Member.Role != gossip.RoleManager || ev.Member.Lead == 0 {
+		return
+	}
+	select {
+	case a.leaderNews <- struct{}{}:
+	default:
+	}
+}
+
+// watchLeader ends a session with the manager at addr when gossip
+// announces a leader elsewhere in a term newer than any announced when the
+// session began: that manager was deposed, or cut off, and the agent would
+// otherwise learn of it only when its heartbeats went unanswered.
+func (a *Agent) watchLeader(ctx context.Context, addr string) error {
+	_, known := a.announcedLeader()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-a.leaderNews:
+		}
+		leader, term := a.announcedLeader()
+		if term <= known {
+			continue
+		}
+		if leader != addr {
+			return fmt.Errorf("gossip announces a new leader at %s (term %d)", leader, term)
+		}
+		known = term
+	}
+}
