@@ -35,6 +35,11 @@ func (a *Agent) run(ctx context.Context, est *established) {
 	defer est.close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The stream lives in the registration's context: ending this session
+	// must end the stream too, or a Recv from a leader that vanished
+	// without a word would hold the session open until TCP gives up.
+	stop := context.AfterFunc(ctx, est.cancel)
+	defer stop()
 	acc := est.acc
 	a.saveNodeID(acc.GetNodeId())
 	a.mu.Lock()
