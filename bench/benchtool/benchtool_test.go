@@ -47,6 +47,12 @@ swarm	leaderfail_call_s_failed	1	20.2
 skiff	agent_rss_idle_mib	1	25
 bare	start_ms	1	80
 skiff	start_ms	1	100
+skiff	moved_healthy	1	0
+skiff	moved_healthy	2	1
+skiff	moved_healthy	3	0
+swarm	moved_healthy	1	2
+swarm	moved_healthy	2	3
+swarm	moved_healthy	3	0
 `
 	res, err := readResults(strings.NewReader(in))
 	if err != nil {
@@ -62,10 +68,22 @@ skiff	start_ms	1	100
 		"swarm: – s | –; failed: 20.20 |",
 		"| 25.0 MiB | 25.0 | – | – | – | ≤ 40 MiB | yes |",
 		"| 100 ms | 100 | bare: 80 ms | 80 | 1.25 | ≤ 1.2× bare | **no** |",
+		"| 0 tasks | 0, 1, 0 | swarm: 2 tasks | 2, 3, 0 | 0.00 | 0 | yes |",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("summary lacks %q:\n%s", want, s)
 		}
+	}
+	// Over an even number of runs a count's median can be a half: not 0,
+	// and not printed as a whole number.
+	res, err = readResults(strings.NewReader("skiff\tmoved_healthy\t1\t0\nskiff\tmoved_healthy\t2\t1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	writeSummary(&out, res)
+	if want := "| 0.5 tasks | 0, 1 | swarm: – tasks | – | – | 0 | **no** |"; !strings.Contains(out.String(), want) {
+		t.Errorf("summary lacks %q:\n%s", want, out.String())
 	}
 	if _, err := readResults(strings.NewReader("skiff deploy_s 1\n")); err == nil {
 		t.Error("a short line was accepted")

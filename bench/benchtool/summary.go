@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -56,6 +57,7 @@ type figure struct {
 	higherBetter       bool    // throughput: more is better
 	ratio              float64 // target on skiff/ref (0: none)
 	absolute           float64 // target on skiff's own value (0: none)
+	zero               bool    // target: skiff's value is 0 (a count of what must not happen)
 	digits             int
 }
 
@@ -66,6 +68,7 @@ var controlFigures = []figure{
 	{name: "leader killed → a scale accepted at another manager (tries every 0.2 s)", metric: "leaderfail_s", unit: "s", ref: "swarm", absolute: 2, digits: 2},
 	{name: "leader's host killed → its tasks running elsewhere (skiff: and the port serving)", metric: "leaderhost_s", unit: "s", ref: "swarm", digits: 2},
 	{name: "leader killed → the one scale issued at that moment returns", metric: "leaderfail_call_s", unit: "s", ref: "swarm", digits: 2},
+	{name: "leader's host killed → tasks moved off healthy hosts (counted once its tasks run elsewhere, 5 s after the kill at the earliest)", metric: "moved_healthy", unit: "tasks", ref: "swarm", zero: true, digits: 0},
 }
 
 var overlayFigures = []figure{
@@ -181,6 +184,12 @@ func runs(v []float64, digits int) string {
 func writeRow(out io.Writer, res results, fig figure) {
 	sk, ref := res["skiff"][fig.metric], res[fig.ref][fig.metric]
 	skRuns, refRuns := runs(sk, fig.digits), runs(ref, fig.digits)
+	// The medians: a count's median over an even number of runs can fall
+	// halfway, which must not print as a whole number (0.5 is not 0).
+	skDigits, refDigits := fig.digits, fig.digits
+	if fig.zero {
+		skDigits, refDigits = countDigits(sk), countDigits(ref)
+	}
 	// A run that failed is recorded under METRIC_failed with the seconds
 	// after which it gave up.
 	if f := res["skiff"][fig.metric+"_failed"]; len(f) > 0 {
@@ -194,6 +203,11 @@ func writeRow(out io.Writer, res results, fig figure) {
 		ratio = fmt.Sprintf("%.2f", median(sk)/median(ref))
 	}
 	switch {
+	case fig.zero:
+		target = "0"
+		if len(sk) > 0 {
+			met = yesNo(median(sk) == 0)
+		}
 	case fig.absolute > 0:
 		target = fmt.Sprintf("≤ %g %s", fig.absolute, fig.unit)
 		if len(sk) > 0 {
@@ -212,11 +226,20 @@ func writeRow(out io.Writer, res results, fig figure) {
 	}
 	refCell := "–"
 	if fig.ref != "" {
-		refCell = fmt.Sprintf("%s: %s %s", fig.ref, med(ref, fig.digits), fig.unit)
+		refCell = fmt.Sprintf("%s: %s %s", fig.ref, med(ref, refDigits), fig.unit)
 	}
 	fmt.Fprintf(out, "| %s | %s %s | %s | %s | %s | %s | %s | %s |\n",
-		fig.name, med(sk, fig.digits), fig.unit, skRuns,
+		fig.name, med(sk, skDigits), fig.unit, skRuns,
 		refCell, refRuns, ratio, target, met)
+}
+
+// countDigits is how many decimals a median of counts needs: none, or one
+// when it falls between two runs.
+func countDigits(v []float64) int {
+	if len(v) > 0 && median(v) != math.Trunc(median(v)) {
+		return 1
+	}
+	return 0
 }
 
 func yesNo(b bool) string {
