@@ -102,6 +102,9 @@ type Dispatcher struct {
 	statuses *statusBuffer
 	// health is what the term knows of each node's liveness.
 	health health
+	// recheck asks the node monitor to judge again now: a probe has
+	// answered.
+	recheck chan struct{}
 
 	logs *logBroker
 	// hub routes the store's changes to the sessions' feeds.
@@ -135,6 +138,7 @@ func New(cfg Config) *Dispatcher {
 		now:      time.Now,
 		sessions: map[string]*session{},
 		serving:  make(chan struct{}),
+		recheck:  make(chan struct{}, 1),
 	}
 	d.logs = newLogBroker(d)
 	d.hub = newHub(cfg.Store)

@@ -20,10 +20,11 @@ import (
 //   - A new leader advertises its term by gossip the moment it is elected,
 //     and agents go to it at once (one gossip round, ~100 ms, then a
 //     session); agents that miss the news find it by asking every manager
-//     at once. So a healthy agent has a session within P of the term's
-//     start, and every node's clock starts afresh with the term.
+//     at once. So a healthy agent has a session within a few hundred
+//     milliseconds of the term's start, and every node's clock starts
+//     afresh with the term.
 //   - Gossip gives the second opinion. A node that is questioned (silent
-//     for half its grace, or still without a session P into the term) is
+//     for half its grace, or still without a session P/2 into the term) is
 //     probed directly through memberlist. Two unanswered probes condemn a
 //     node without a session at once, which is what lets a new leader move
 //     the tasks of its predecessor's dead host within about a second of
@@ -155,6 +156,7 @@ func (d *Dispatcher) monitorNodes(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-d.recheck:
 		}
 		down, ask := d.checkNodes()
 		if len(down) > 0 {
@@ -224,7 +226,7 @@ func (d *Dispatcher) judgeLocked(id string, now time.Time) (judgement, string) {
 	grace := d.graceLocked()
 	silence := now.Sub(seen)
 	_, inSession := d.sessions[id]
-	if silence <= grace/2 && (inSession || now.Sub(h.start) <= h.period) {
+	if silence <= grace/2 && (inSession || now.Sub(h.start) <= h.period/2) {
 		delete(h.probes, id)
 		return nodeFine, ""
 	}
@@ -253,26 +255,46 @@ func (d *Dispatcher) judgeLocked(id string, now time.Time) (judgement, string) {
 }
 
 // probe asks gossip about a node and records the answer, unless the node
-// was heard from (or the term ended) meanwhile.
+// was heard from (or the term ended) meanwhile. A silent node is asked
+// again at once, until it has been silent condemningProbes times in a
+// row, and the verdict is taken without waiting for the next tick: each of
+// those waits would be added to the time a dead host's tasks wait for a
+// new home.
 func (d *Dispatcher) probe(q questioned) {
-	op := d.cfg.Membership.ProbeAgent(q.name)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	p := d.health.probes[q.id]
-	if p == nil || !p.inflight {
-		return
-	}
-	p.inflight, p.answered, p.opinion = false, true, op
-	switch op {
-	case gossip.Heard:
-		p.silent, p.heard = 0, d.now()
-	case gossip.Silent:
-		p.silent++
-	default:
-		p.silent = 0
-	}
-	if op != gossip.Unknown {
-		d.logger.Debug("gossip's opinion of a questioned node", "node", q.name, "opinion", op.String())
+	defer func() {
+		select {
+		case d.recheck <- struct{}{}:
+		default:
+		}
+	}()
+	for {
+		op := d.cfg.Membership.ProbeAgent(q.name)
+		d.mu.Lock()
+		p := d.health.probes[q.id]
+		if p == nil || !p.inflight {
+			d.mu.Unlock()
+			return
+		}
+		p.answered, p.opinion = true, op
+		switch op {
+		case gossip.Heard:
+			p.silent, p.heard = 0, d.now()
+		case gossip.Silent:
+			p.silent++
+		default:
+			p.silent = 0
+		}
+		again := op == gossip.Silent && p.silent < condemningProbes
+		if !again {
+			p.inflight = false
+		}
+		d.mu.Unlock()
+		if op != gossip.Unknown {
+			d.logger.Debug("gossip's opinion of a questioned node", "node", q.name, "opinion", op.String())
+		}
+		if !again {
+			return
+		}
 	}
 }
 
