@@ -43,6 +43,7 @@ test: deps test-unit test-e2e
 
 test-unit:
 	$(GO) test -race -count=1 ./...
+	$(GO) test -count=1 -run 'TestLeaderChangesMoveNothing' ./manager/
 	cd testdata/images && $(GO) test -count=1 ./...
 
 # End-to-end tests drive deploy/testbed: they need root, iproute2 and dockerd.
