@@ -100,19 +100,20 @@ func (a *Agent) registerAny(ctx context.Context, addrs []string, reg *skiffpb.Re
 	}
 	var redirects []string
 	var errs []error
-	for range addrs {
+	for received := 1; received <= len(addrs); received++ {
 		r := <-results
 		switch {
 		case r.est != nil:
 			// Attempts still out are closed as they come in: a second
 			// acceptance is a deposed leader that does not know it yet.
+			// Each ends within registerTimeout, and so does this drain.
 			go func(left int) {
 				for range left {
 					if late := <-results; late.est != nil {
 						late.est.close()
 					}
 				}
-			}(len(addrs) - len(redirects) - len(errs) - 1)
+			}(len(addrs) - received)
 			return r.est, nil, nil
 		case r.redirect != "":
 			redirects = append(redirects, r.redirect)
@@ -172,13 +173,10 @@ func (a *Agent) register(ctx context.Context, addr string, reg *skiffpb.Register
 // last leader listed, in random order so that a thousand agents do not all
 // start with the same one.
 func (a *Agent) candidates() []string {
-	var out []string
-	if a.pool != nil {
-		if leader, _ := a.pool.Leader(); leader != "" {
-			out = append(out, leader)
-		}
+	var out, rest []string
+	if leader, _ := a.announcedLeader(); leader != "" {
+		out = append(out, leader)
 	}
-	var rest []string
 	if a.pool != nil {
 		rest = append(rest, a.pool.ManagerAPIAddrs()...)
 	}

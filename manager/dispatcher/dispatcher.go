@@ -6,8 +6,8 @@
 // Heartbeats never touch Raft. The leader keeps the time each node was last
 // heard from in memory and writes only a change of judgement (Ready, Down)
 // to the log, so a thousand idle nodes cost nothing in disk writes. A new
-// leader starts every node's clock afresh, giving agents a full grace period
-// to find it.
+// leader starts every node's clock afresh, and takes gossip's opinion of a
+// node before it judges one (see health.go).
 package dispatcher
 
 import (
