@@ -248,6 +248,10 @@ func (a *Agent) sessionLoop(ctx context.Context) {
 	backoff := newBackoff()
 	for ctx.Err() == nil {
 		est, err := a.connect(ctx)
+		if errors.Is(err, errNewLeader) {
+			// At most once per term: the next round starts from it.
+			continue
+		}
 		if err != nil {
 			a.logger.Debug("no session with a leader yet", "error", err)
 			backoff.wait(ctx, a.leaderNews)

@@ -20,7 +20,9 @@ import (
 // followers answer with a redirect and the leader accepts, so a manager
 // that is dead or cut off costs nothing but its own attempt, where trying
 // them in turn waited out a connect timeout on each. A leader announced by
-// gossip wakes an agent waiting out its backoff, so a healthy agent has a
+// gossip wakes an agent waiting out its backoff, and cuts short a
+// registration still waiting on a manager that cannot answer (the old
+// leader, cut off, costs a whole connect timeout), so a healthy agent has a
 // session with a new leader within a gossip round or two of the election.
 
 // registerTimeout bounds one registration attempt: the connect and the
@@ -70,6 +72,7 @@ func (a *Agent) connect(ctx context.Context) (*established, error) {
 	reg := &skiffpb.Register{NodeId: a.nodeID, Name: a.cfg.Name, Description: desc}
 	a.mu.Unlock()
 
+	_, term := a.announcedLeader()
 	addrs := a.candidates()
 	if len(addrs) == 0 {
 		return nil, errors.New("no manager known yet: gossip has not found one")
@@ -80,9 +83,12 @@ func (a *Agent) connect(ctx context.Context) (*established, error) {
 		for _, addr := range addrs {
 			tried[addr] = true
 		}
-		est, redirects, err := a.registerAny(ctx, addrs, reg)
+		est, redirects, err := a.registerAny(ctx, addrs, reg, term)
 		if est != nil {
 			return est, nil
+		}
+		if errors.Is(err, errNewLeader) {
+			return nil, err
 		}
 		errs = append(errs, err)
 		addrs = slices.DeleteFunc(redirects, func(addr string) bool { return tried[addr] })
@@ -90,30 +96,50 @@ func (a *Agent) connect(ctx context.Context) (*established, error) {
 	return nil, errors.Join(errs...)
 }
 
+// errNewLeader ends a registration round early: gossip announced a leader
+// in a newer term than the round started with, so the candidates are
+// stale and the agent should ask again at once.
+var errNewLeader = errors.New("gossip announced a new leader during registration")
+
 // registerAny registers with every manager in addrs at once and returns
 // the first session accepted; the other attempts are abandoned. Without
-// one, it returns the leaders the managers named.
-func (a *Agent) registerAny(ctx context.Context, addrs []string, reg *skiffpb.Register) (*established, []string, error) {
+// one, it returns the leaders the managers named. It gives up early with
+// errNewLeader when gossip announces a leader in a term after term.
+func (a *Agent) registerAny(ctx context.Context, addrs []string, reg *skiffpb.Register, term uint64) (*established, []string, error) {
 	results := make(chan attempt, len(addrs))
 	for _, addr := range addrs {
 		go func() { results <- a.register(ctx, addr, reg) }()
 	}
+	// abandon closes the attempts still out as they come in: a late
+	// acceptance is a deposed leader that does not know it yet, or one the
+	// agent no longer wants. Each ends within registerTimeout, and so does
+	// this drain.
+	abandon := func(left int) {
+		go func() {
+			for range left {
+				if late := <-results; late.est != nil {
+					late.est.close()
+				}
+			}
+		}()
+	}
 	var redirects []string
 	var errs []error
 	for received := 1; received <= len(addrs); received++ {
-		r := <-results
+		var r attempt
+		select {
+		case r = <-results:
+		case <-a.leaderNews:
+			if _, now := a.announcedLeader(); now > term {
+				abandon(len(addrs) - received + 1)
+				return nil, nil, errNewLeader
+			}
+			received--
+			continue
+		}
 		switch {
 		case r.est != nil:
-			// Attempts still out are closed as they come in: a second
-			// acceptance is a deposed leader that does not know it yet.
-			// Each ends within registerTimeout, and so does this drain.
-			go func(left int) {
-				for range left {
-					if late := <-results; late.est != nil {
-						late.est.close()
-					}
-				}
-			}(len(addrs) - received)
+			abandon(len(addrs) - received)
 			return r.est, nil, nil
 		case r.redirect != "":
 			redirects = append(redirects, r.redirect)
