@@ -38,8 +38,6 @@ func TestApplyEveryActionKind(t *testing.T) {
 		// no batch at all), and deleted whether it is a delete event.
 		eventID string
 		deleted bool
-		// bug, when set, skips the case: a reported bug.
-		bug string
 	}
 	cases := []struct {
 		name   string
@@ -51,8 +49,7 @@ func TestApplyEveryActionKind(t *testing.T) {
 				if c := tx.Cluster(); c.GetTaskHistoryLimit() != 3 || c.GetMeta().GetVersion() != 2 {
 					t.Errorf("cluster = %v", c)
 				}
-			}, eventID: "c1",
-			bug: "BUG: state/apply.go putCluster publishes no Event, though Event documents *skiffpb.Cluster and the orchestrator's dirtySet reacts to it (see report)"}},
+			}, eventID: "c1"}},
 		{"put_node create", putNode(n2), want{
 			check: func(t *testing.T, tx ReadTx) {
 				if tx.Node("n2").GetMeta().GetVersion() != 2 || tx.NodeByName("h2").GetId() != "n2" {
@@ -200,9 +197,6 @@ func TestApplyEveryActionKind(t *testing.T) {
 			})
 			if dump(t, s) == before {
 				t.Error("store unchanged")
-			}
-			if tc.want.bug != "" {
-				t.Skip(tc.want.bug)
 			}
 			b := recvBatch(t, ch)
 			if b.Index != 2 || len(b.Events) != 1 {
