@@ -218,26 +218,12 @@ func (a *Agent) saveNodeID(id string) {
 	}
 }
 
-// followEvents feeds the engine's events to the worker, reconnecting to the
-// event stream (and re-listing containers, since events were missed) when
-// it breaks.
+// followEvents feeds the engine's events to the worker until ctx ends. The
+// executor reconnects a broken stream and resyncs itself (see
+// Executor.Events), so there is nothing to retry here.
 func (a *Agent) followEvents(ctx context.Context) {
-	backoff := newBackoff()
-	for ctx.Err() == nil {
-		events, errs := a.cfg.Executor.Events(ctx)
-		for ev := range events {
-			backoff.reset()
-			a.worker.observe(ev)
-		}
-		if err := <-errs; err != nil && ctx.Err() == nil {
-			a.logger.Warn("engine event stream ended; resyncing", "error", err)
-		}
-		if containers, err := a.cfg.Executor.Containers(ctx); err == nil {
-			for _, c := range containers {
-				a.worker.observe(Event(c))
-			}
-		}
-		backoff.wait(ctx, nil)
+	for ev := range a.cfg.Executor.Events(ctx) {
+		a.worker.observe(ev)
 	}
 }
 

@@ -42,9 +42,11 @@ type Executor interface {
 	Remove(ctx context.Context, taskID string) error
 
 	// Events delivers a status for an owned container each time the engine
-	// reports a change (start, die, OOM, health), until ctx ends. The channel
-	// is closed when the stream ends; the error explains why, if not ctx.
-	Events(ctx context.Context) (<-chan Event, <-chan error)
+	// reports a change (start, die, OOM, health), until ctx ends, when the
+	// channel is closed. The executor alone keeps the stream up: when the
+	// engine's stream breaks, it reconnects and delivers every owned
+	// container's status again, so that what changed meanwhile is not lost.
+	Events(ctx context.Context) <-chan Event
 
 	// Logs writes the task's container log to fn, line by line, following
 	// new output when follow is set, starting tail lines from the end (-1 for

@@ -32,14 +32,11 @@ const (
 // listing follow it, so a status may arrive twice, or an older one after a
 // newer one; the last status of a container is always its current one.
 //
-// A lost stream is reconnected, with backoff, for as long as ctx lasts; the
-// channels are closed when ctx ends, and the error channel carries nothing,
-// since the stream never ends for another reason.
-func (e *Executor) Events(ctx context.Context) (<-chan agent.Event, <-chan error) {
+// The executor owns the stream: a lost one is reconnected, with backoff, for
+// as long as ctx lasts, and the channel is closed only when ctx ends.
+func (e *Executor) Events(ctx context.Context) <-chan agent.Event {
 	out := make(chan agent.Event, 64)
-	errc := make(chan error, 1)
 	go func() {
-		defer close(errc)
 		defer close(out)
 		backoff := minEventBackoff
 		for {
@@ -60,7 +57,7 @@ func (e *Executor) Events(ctx context.Context) (<-chan agent.Event, <-chan error
 			backoff = min(2*backoff, maxEventBackoff)
 		}
 	}()
-	return out, errc
+	return out
 }
 
 // followEvents resyncs by listing, subscribes to the engine's events, then

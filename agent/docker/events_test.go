@@ -158,7 +158,7 @@ func TestEventsResyncAfterConnectionLoss(t *testing.T) {
 		t.Skip(engineSkip)
 	}
 	proxy := startEngineProxy(t)
-	h := newHarnessOn(t, "unix://"+proxy.path, "test-node-"+randID(t))
+	h := newHarnessWith(t, Config{Host: "unix://" + proxy.path, Node: "test-node-" + randID(t)})
 	evs := h.events()
 	a := h.assignment("sleep")
 	id := a.GetTask().GetId()

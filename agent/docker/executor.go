@@ -24,26 +24,46 @@ import (
 // someone removed it behind the agent's back.
 var ErrNoContainer = errors.New("no container for task")
 
-// Executor runs tasks as containers of one Docker engine, on behalf of one
-// node. It is safe for concurrent use.
-type Executor struct {
+// Config is what an Executor is built from.
+type Config struct {
+	// Host is the engine's address, for example unix:///var/run/docker.sock;
+	// empty means the DOCKER_HOST environment or the platform's default
+	// socket.
+	Host string
+	// Node is the identity the executor stamps on, and looks for in, the
+	// skiff.node label of its containers. It must be stable across agent
+	// restarts, since it is how a restarted agent finds its containers
+	// again.
+	Node string
 	// NetworkMode is the engine network mode of task containers without
-	// overlay networks: DefaultNetworkMode when empty. Set it before the
-	// executor is first used; it is read, never written, by the executor's
-	// methods.
+	// overlay networks; empty picks the cheapest mode that gives a
+	// container a namespace of its own with only a loopback (see
+	// DefaultNetworkMode).
 	NetworkMode string
 	// Network, when set, connects every task that has overlay networks;
 	// such a task's container starts with the network init in front of its
-	// program (see package netinit).
+	// program (see package netinit). InitPath is then required.
 	Network Network
 	// InitPath is the host path of the executable mounted into networked
 	// task containers as their network init: the agent's own binary, which
 	// runs netinit.Main when started under that name.
 	InitPath string
+	// Logger receives the executor's logs; nil discards them.
+	Logger *slog.Logger
+}
 
+// Executor runs tasks as containers of one Docker engine, on behalf of one
+// node. It is safe for concurrent use.
+type Executor struct {
 	client *client.Client
 	node   string
 	log    *slog.Logger
+	// network and initPath are Config's; network is nil without an
+	// overlay.
+	network  Network
+	initPath string
+	// netMode is Config.NetworkMode: empty until ready picks isolatedMode.
+	netMode string
 
 	// negotiated gates every engine call behind one API version
 	// negotiation; see ready.
@@ -60,32 +80,36 @@ type Executor struct {
 
 var _ agent.Executor = (*Executor)(nil)
 
-// New returns an executor for the engine at host (for example
-// unix:///var/run/docker.sock; empty means the DOCKER_HOST environment or
-// the platform's default socket) that owns the containers labelled with
-// node. node must be stable across agent restarts, since it is how a
-// restarted agent finds its containers again. It does not contact the
-// engine: an engine that is down now may be up by the first call. A nil
-// logger discards logs.
-func New(host, node string, logger *slog.Logger) (*Executor, error) {
-	if node == "" {
+// New returns an executor for the engine at cfg.Host that owns the
+// containers labelled with cfg.Node. It does not contact the engine: an
+// engine that is down now may be up by the first call.
+func New(cfg Config) (*Executor, error) {
+	if cfg.Node == "" {
 		return nil, errors.New("docker executor: empty node identity")
 	}
+	if cfg.Network != nil && cfg.InitPath == "" {
+		return nil, errors.New("docker executor: a network needs the network init's path (InitPath)")
+	}
+	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	opts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
-	if host != "" {
-		opts = append(opts, client.WithHost(host))
+	if cfg.Host != "" {
+		opts = append(opts, client.WithHost(cfg.Host))
 	}
 	c, err := client.NewClientWithOpts(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("docker client for %s: %w", host, err)
+		return nil, fmt.Errorf("docker client for %s: %w", cfg.Host, err)
 	}
 	return &Executor{
-		client: c,
-		node:   node,
-		log:    logger.With("component", "docker-executor", "node", node),
+		client:   c,
+		node:     cfg.Node,
+		log:      logger.With("component", "docker-executor", "node", cfg.Node),
+		network:  cfg.Network,
+		initPath: cfg.InitPath,
+		netMode:  cfg.NetworkMode,
+		pending:  map[string]prepared{},
 	}, nil
 }
 
@@ -150,10 +174,10 @@ func (e *Executor) isolatedNetworkMode(ctx context.Context) (string, error) {
 // networkMode is the mode task containers are created in; ready must have
 // run.
 func (e *Executor) networkMode() string {
-	if e.NetworkMode == "" {
+	if e.netMode == "" {
 		return e.isolatedMode
 	}
-	return e.NetworkMode
+	return e.netMode
 }
 
 // Describe reports the engine's host: its name, CPUs, memory, engine
@@ -308,8 +332,8 @@ func (e *Executor) Remove(ctx context.Context, taskID string) error {
 		e.log.Info("removed container", "task", taskID, "container", c.ID)
 	}
 	e.forget(taskID)
-	if e.Network != nil {
-		if err := e.Network.Unplumb(ctx, taskID); err != nil {
+	if e.network != nil {
+		if err := e.network.Unplumb(ctx, taskID); err != nil {
 			return fmt.Errorf("unplumb task %s: %w", taskID, err)
 		}
 	}

@@ -76,7 +76,7 @@ func TestRestartedExecutorAdoptsRunningContainer(t *testing.T) {
 	first.ex.Close()
 
 	// A new executor for the same node: what the agent gets after a restart.
-	second := newHarnessOn(t, "", first.node)
+	second := newHarnessWith(t, Config{Node: first.node})
 	c, ok := second.containerOf(id)
 	if !ok || c.Status.GetState() != skiffpb.TaskState_TASK_STATE_RUNNING || c.Status.GetContainerId() != running.GetContainerId() {
 		t.Fatalf("Containers() after restart = %v (found %v), want RUNNING %s", c.Status, ok, running.GetContainerId())

@@ -145,18 +145,19 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	return newHarnessOn(t, "", "test-node-"+randID(t))
+	return newHarnessWith(t, Config{Node: "test-node-" + randID(t)})
 }
 
-// newHarnessOn opens an executor for node on the engine at host ("" for the
-// default engine). Every container of node is removed when the test ends.
-func newHarnessOn(t *testing.T, host, node string) *harness {
+// newHarnessWith opens an executor built from cfg, logging to the test.
+// Every container of cfg.Node is removed when the test ends.
+func newHarnessWith(t *testing.T, cfg Config) *harness {
 	t.Helper()
 	if engineSkip != "" {
 		t.Skip(engineSkip)
 	}
-	logger := testLogger(t)
-	ex, err := New(host, node, logger)
+	cfg.Logger = testLogger(t)
+	node := cfg.Node
+	ex, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,13 +235,10 @@ func (h *harness) events() <-chan agent.Event {
 
 func subscribe(t *testing.T, ex *Executor) <-chan agent.Event {
 	ctx, cancel := context.WithCancel(context.Background())
-	evs, errs := ex.Events(ctx)
+	evs := ex.Events(ctx)
 	t.Cleanup(func() {
 		cancel()
 		for range evs {
-		}
-		if err, ok := <-errs; ok {
-			t.Errorf("Events ended with %v", err)
 		}
 	})
 	return evs

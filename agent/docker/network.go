@@ -12,7 +12,8 @@ import (
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
-// Network connects task containers to the overlay. The agent implements it.
+// Network connects task containers to the overlay. The host's overlay
+// (package overlay/host) implements it; skiff-agent passes it to New.
 // The executor starts a networked task's container with the network init
 // (package netinit) in front of its program, then calls Plumb with the
 // container's network namespace; the init runs the program once the
@@ -33,24 +34,21 @@ type Network interface {
 // networked reports whether a task joins overlay networks through the
 // executor's Network.
 func (e *Executor) networked(a *skiffpb.Assignment) bool {
-	return e.Network != nil && len(a.GetTask().GetNetworks()) > 0
+	return e.network != nil && len(a.GetTask().GetNetworks()) > 0
 }
 
 // withInit puts the network init in front of the program the container
 // would run, which it works out as the engine would from the task's spec
 // and the image's config, and adds the task's resolvers.
 func (e *Executor) withInit(cfg *container.Config, host *container.HostConfig, img image.InspectResponse, a *skiffpb.Assignment) error {
-	if e.InitPath == "" {
-		return fmt.Errorf("task %s has networks but the executor has no network init (InitPath)", a.GetTask().GetId())
-	}
 	argv := program(cfg.Entrypoint, cfg.Cmd, img)
 	if len(argv) == 0 {
 		return fmt.Errorf("task %s: image %s has no entrypoint or command, and the service sets none", a.GetTask().GetId(), cfg.Image)
 	}
 	cfg.Entrypoint = netinit.Args(len(a.GetTask().GetNetworks()), argv)
 	cfg.Cmd = nil
-	host.Binds = append(host.Binds, e.InitPath+":"+netinit.Path+":ro")
-	host.DNS = append(e.Network.Nameservers(a), host.DNS...)
+	host.Binds = append(host.Binds, e.initPath+":"+netinit.Path+":ro")
+	host.DNS = append(e.network.Nameservers(a), host.DNS...)
 	return nil
 }
 
@@ -81,7 +79,7 @@ func (e *Executor) plumb(ctx context.Context, containerID string, a *skiffpb.Ass
 		return fmt.Errorf("container %s has no process to plumb", containerID)
 	}
 	nsPath := "/proc/" + strconv.Itoa(info.State.Pid) + "/ns/net"
-	if err := e.Network.Plumb(ctx, a, nsPath); err != nil {
+	if err := e.network.Plumb(ctx, a, nsPath); err != nil {
 		return fmt.Errorf("plumb network of task %s: %w", a.GetTask().GetId(), err)
 	}
 	return nil
@@ -99,9 +97,6 @@ type prepared struct {
 func (e *Executor) remember(taskID string, p prepared) {
 	e.pendingMu.Lock()
 	defer e.pendingMu.Unlock()
-	if e.pending == nil {
-		e.pending = map[string]prepared{}
-	}
 	e.pending[taskID] = p
 }
 

@@ -116,9 +116,8 @@ func TestNetworkedTaskRunsAfterPlumbing(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root to enter a container's network namespace")
 	}
-	h := newHarness(t)
 	nw := &vethNetwork{delay: 300 * time.Millisecond, plumbedAt: map[string]time.Time{}}
-	h.ex.Network, h.ex.InitPath = nw, initBinary
+	h := newHarnessWith(t, Config{Node: "test-node-" + randID(t), Network: nw, InitPath: initBinary})
 	evs := h.events()
 	a := h.assignment("sleep")
 	a.Task.Networks = []*skiffpb.NetworkAttachment{{NetworkId: "n1", Address: "198.18.99.5/24"}}
@@ -192,4 +191,18 @@ func TestNetworkedTaskRunsAfterPlumbing(t *testing.T) {
 	if _, err := h.raw.ContainerInspect(ctx, st.GetContainerId()); err == nil {
 		t.Error("container survived Remove")
 	}
+}
+
+// TestNewNeedsInitForNetwork: an executor given a network but no network
+// init could not start a networked task, so it is refused when built rather
+// than when such a task arrives.
+func TestNewNeedsInitForNetwork(t *testing.T) {
+	if _, err := New(Config{Node: "n1", Network: &vethNetwork{}}); err == nil {
+		t.Error("New with a Network and no InitPath succeeded")
+	}
+	ex, err := New(Config{Node: "n1", Network: &vethNetwork{}, InitPath: "/bin/true"})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ex.Close()
 }

@@ -64,15 +64,6 @@ func newCommand() *cobra.Command {
 				}
 				cfg.Labels[k] = v
 			}
-			// Ownership labels carry the node name: it is unique in the
-			// cluster and known before the first session, so a restarted
-			// agent finds its containers even before it reaches a leader.
-			exec, err := docker.New(dockerHost, cfg.Name, logger)
-			if err != nil {
-				return err
-			}
-			defer exec.Close()
-			cfg.Executor = exec
 			vtep, err := netip.ParseAddr(cfg.AdvertiseAddr)
 			if err != nil {
 				return fmt.Errorf("--advertise-addr %q is not an IP address", cfg.AdvertiseAddr)
@@ -85,7 +76,15 @@ func newCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("find the agent's own executable, the network init of task containers: %w", err)
 			}
-			exec.Network, exec.InitPath = ov, self
+			// Ownership labels carry the node name: it is unique in the
+			// cluster and known before the first session, so a restarted
+			// agent finds its containers even before it reaches a leader.
+			exec, err := docker.New(docker.Config{Host: dockerHost, Node: cfg.Name, Network: ov, InitPath: self, Logger: logger})
+			if err != nil {
+				return err
+			}
+			defer exec.Close()
+			cfg.Executor = exec
 			cfg.Overlay = ov
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
