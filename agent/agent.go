@@ -1,5 +1,10 @@
-// Package agent runs skiff-agent: it finds the managers by gossip, holds a
-// session with the leader, and runs the node's tasks through an Executor.
+// Package agent runs skiff-agent: it holds a session with the leader, and
+// runs the node's tasks through an Executor.
+//
+// The agent reaches the rest of the cluster through small seams, each wired
+// in by its command: an Executor runs the containers, a Discovery says where
+// the managers are and which leads (skiff-agent's is the gossip pool), and
+// an Overlay hears of the node's networks and tasks.
 //
 // The agent keeps working without a leader. Running containers keep
 // running, the engine's events keep updating their statuses, and the latest
@@ -13,7 +18,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,15 +25,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
-	"github.com/hashicorp/memberlist"
-
-	"github.com/skiffhq/skiff/gossip"
+	"github.com/skiffhq/skiff/internal/debugserver"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
@@ -38,39 +39,59 @@ type Config struct {
 	Name          string
 	DataDir       string
 	AdvertiseAddr string
-	GossipPort    int
-	// Join lists gossip addresses (host:port) of members to join.
-	Join []string
 	// Labels are the node's engine labels (--label k=v).
 	Labels      map[string]string
 	MetricsAddr string
 	// Executor runs the tasks; the command wires in the Docker one.
 	Executor Executor
 	Logger   *slog.Logger
-	// Managers, when set, are API addresses to try besides those gossip
-	// finds; simulated agents use it to skip gossip.
+	// Discovery, when set, names the managers and the leader; skiff-agent
+	// wires in the gossip pool.
+	Discovery Discovery
+	// Managers are API addresses to try besides those Discovery names;
+	// simulated agents, which have no Discovery, know only these.
 	Managers []string
-	// NoGossip skips joining the gossip pool (simulated agents).
-	NoGossip bool
 	// Overlay, when set, is the host's overlay network: it hears of the
-	// node's networks and of every task's status, and rides on gossip.
+	// node's networks and of every task's status.
 	Overlay Overlay
+
+	// GossipPort, Join and NoGossip have Run join the gossip pool itself
+	// when no Discovery is given (see joinGossip).
+	//
+	// Deprecated: start a pool and pass it as Discovery, as skiff-agent
+	// does; these remain until internal/testcluster and cmd/skiff-sim do.
+	GossipPort int
+	Join       []string
+	NoGossip   bool
+}
+
+// Discovery tells the agent where the managers are and which of them leads.
+// skiff-agent's is the gossip pool: managers advertise their API address,
+// and the leader its term, in their gossip metadata.
+type Discovery interface {
+	// ManagerAPIAddrs returns the API addresses of the managers believed
+	// alive.
+	ManagerAPIAddrs() []string
+	// Leader returns the API address of the manager announced as leader in
+	// the highest term, and that term; "" and 0 while none is.
+	Leader() (apiAddr string, term uint64)
+	// LeaderNews has a value whenever a manager announces that it leads,
+	// so that an agent waiting out a backoff, or holding a session with a
+	// deposed leader, hears of it at once. The announcer never blocks on
+	// it: one value waiting stands for any number of announcements.
+	LeaderNews() <-chan struct{}
 }
 
 // Overlay is the host's overlay network as the agent drives it; package
-// overlay/host implements it.
+// overlay/host implements it. Its gossip wiring is its command's business.
 type Overlay interface {
 	// Assigned is given every Assignments message before the tasks in it
 	// are acted on, so a task's network exists before its sandbox.
 	Assigned(*skiffpb.Assignments)
 	// TaskStatus is told each task's status as it changes, and whenever
 	// the task's assignment changes: the overlay publishes running tasks.
+	// It is called with the worker's lock held and must not block.
 	TaskStatus(a *skiffpb.Assignment, st *skiffpb.TaskStatus)
-	// Delegate and HandleGossip carry the overlay's records and follow
-	// membership through the gossip pool.
-	Delegate() memberlist.Delegate
-	HandleGossip(gossip.Event)
-	SetPool(*gossip.Pool)
 	// NodesDown is given the leader's DownNodes: every node it judges Down,
 	// each call replacing the last.
 	NodesDown(names []string)
@@ -78,7 +99,11 @@ type Overlay interface {
 	Run(ctx context.Context)
 }
 
-func (c *Config) validate() error {
+// Validate reports the first mistake in the agent's own settings: a missing
+// name or data dir, or an advertise address that is not an IP. Run checks
+// them again; a command that starts something before Run (skiff-agent joins
+// gossip) checks them first.
+func (c *Config) Validate() error {
 	switch {
 	case c.Name == "":
 		return errors.New("--name is required: give this node a name unique in the cluster")
@@ -86,7 +111,16 @@ func (c *Config) validate() error {
 		return errors.New("--data-dir is required: the agent keeps its node ID there")
 	case net.ParseIP(c.AdvertiseAddr) == nil:
 		return fmt.Errorf("--advertise-addr %q is not an IP address", c.AdvertiseAddr)
-	case len(c.Join) == 0 && len(c.Managers) == 0:
+	}
+	return nil
+}
+
+// validate adds to Validate what Run needs wired in.
+func (c *Config) validate() error {
+	switch err := c.Validate(); {
+	case err != nil:
+		return err
+	case c.Discovery == nil && len(c.Join) == 0 && len(c.Managers) == 0:
 		return errors.New("--join is required: give the gossip address (HOST:PORT) of any manager or agent")
 	case c.Executor == nil:
 		return errors.New("no executor configured")
@@ -96,18 +130,17 @@ func (c *Config) validate() error {
 
 // Agent is a running agent.
 type Agent struct {
-	cfg    Config
-	logger *slog.Logger
-	worker *worker
-	pool   *gossip.Pool
+	cfg       Config
+	logger    *slog.Logger
+	worker    *worker
+	discovery Discovery
+	overlay   Overlay
 
 	mu       sync.Mutex
 	nodeID   string
 	managers []string // from the last SessionAccepted
 	// connected reports whether a session is up, for metrics.
 	connected bool
-	// leaderNews is signalled when gossip announces a leader.
-	leaderNews chan struct{}
 
 	sessions prometheus.Counter
 }
@@ -117,73 +150,52 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.GossipPort == 0 {
-		cfg.GossipPort = 7946
-	}
 	if err := cfg.validate(); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	a := &Agent{cfg: cfg, logger: cfg.Logger.With("node", cfg.Name), managers: cfg.Managers, leaderNews: make(chan struct{}, 1)}
-	a.nodeID = a.readNodeID()
-	a.sessions = prometheus.NewCounter(prometheus.CounterOpts{Name: "skiff_agent_sessions_total", Help: "Sessions opened with a leader."})
-
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	a.worker = newWorker(ctx, cfg.Executor, cfg.Name, a.logger)
-	if cfg.Overlay != nil {
-		a.worker.onStatus = cfg.Overlay.TaskStatus
-	}
+	logger := cfg.Logger.With("node", cfg.Name)
 	containers, err := cfg.Executor.Containers(ctx)
 	if err != nil {
 		return fmt.Errorf("list this node's containers: %w", err)
 	}
+	if cfg.Discovery == nil && !cfg.NoGossip {
+		pool, d, err := joinGossip(ctx, cfg, logger)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := pool.Shutdown(time.Second); err != nil {
+				logger.Debug("gossip shutdown", "error", err)
+			}
+		}()
+		cfg.Discovery = d
+	}
+	a := newAgent(ctx, cfg, logger)
 	a.worker.adopt(containers)
 	a.logger.Info("agent starting", "containers_found", len(containers))
 
 	var wg sync.WaitGroup
-	if !cfg.NoGossip {
-		gc := gossip.Config{
-			Meta:     gossip.Meta{Name: cfg.Name, Role: gossip.RoleAgent, Addr: cfg.AdvertiseAddr},
-			BindAddr: cfg.AdvertiseAddr, Port: cfg.GossipPort, Join: cfg.Join, Logger: a.logger,
-		}
-		gc.OnEvent = a.observeGossip
-		if cfg.Overlay != nil {
-			gc.Delegate = cfg.Overlay.Delegate()
-			gc.OnEvent = func(ev gossip.Event) {
-				cfg.Overlay.HandleGossip(ev)
-				a.observeGossip(ev)
-			}
-		}
-		pool, err := gossip.Start(ctx, gc)
-		if err != nil {
-			return err
-		}
-		a.pool = pool
-		if cfg.Overlay != nil {
-			cfg.Overlay.SetPool(pool)
-			wg.Add(1)
-			go func() { defer wg.Done(); cfg.Overlay.Run(ctx) }()
-		}
-		defer func() {
-			if err := pool.Shutdown(time.Second); err != nil {
-				a.logger.Debug("gossip shutdown", "error", err)
-			}
-		}()
-	}
 	if cfg.MetricsAddr != "" {
-		srv, err := a.serveMetrics(cfg.MetricsAddr)
+		srv, err := debugserver.Listen(debugserver.Config{Addr: cfg.MetricsAddr, Metrics: a.metrics(), Logger: a.logger})
 		if err != nil {
 			return err
 		}
-		defer srv.Close()
+		wg.Go(func() {
+			if err := srv.Serve(ctx); err != nil {
+				a.logger.Warn("metrics server stopped", "error", err)
+			}
+		})
 	}
-
-	wg.Add(2)
-	go func() { defer wg.Done(); a.followEvents(ctx) }()
-	go func() { defer wg.Done(); a.sessionLoop(ctx) }()
+	if cfg.Overlay != nil {
+		wg.Go(func() { cfg.Overlay.Run(ctx) })
+	}
+	wg.Go(func() { a.followEvents(ctx) })
+	wg.Go(func() { a.sessionLoop(ctx) })
 	<-ctx.Done()
 	wg.Wait()
 	a.worker.wait()
@@ -191,10 +203,50 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-func (a *Agent) nodeIDPath() string { return filepath.Join(a.cfg.DataDir, "node-id") }
+// newAgent builds the agent of cfg, whose Logger and DataDir are set; its
+// worker's calls last as long as ctx.
+func newAgent(ctx context.Context, cfg Config, logger *slog.Logger) *Agent {
+	ov := cfg.Overlay
+	if ov == nil {
+		ov = noOverlay{}
+	}
+	d := cfg.Discovery
+	if d == nil {
+		d = noDiscovery{}
+	}
+	return &Agent{
+		cfg:       cfg,
+		logger:    logger,
+		worker:    newWorker(ctx, cfg.Executor, cfg.Name, logger, ov.TaskStatus),
+		discovery: d,
+		overlay:   ov,
+		nodeID:    readNodeID(nodeIDPath(cfg.DataDir)),
+		managers:  cfg.Managers,
+		sessions:  prometheus.NewCounter(prometheus.CounterOpts{Name: "skiff_agent_sessions_total", Help: "Sessions opened with a leader."}),
+	}
+}
 
-func (a *Agent) readNodeID() string {
-	b, err := os.ReadFile(a.nodeIDPath())
+// noDiscovery is the Discovery of an agent that knows only the managers it
+// was given and those its leaders list.
+type noDiscovery struct{}
+
+func (noDiscovery) ManagerAPIAddrs() []string   { return nil }
+func (noDiscovery) Leader() (string, uint64)    { return "", 0 }
+func (noDiscovery) LeaderNews() <-chan struct{} { return nil }
+
+// noOverlay is the Overlay of an agent without one.
+type noOverlay struct{}
+
+func (noOverlay) Assigned(*skiffpb.Assignments)                       {}
+func (noOverlay) TaskStatus(*skiffpb.Assignment, *skiffpb.TaskStatus) {}
+func (noOverlay) NodesDown([]string)                                  {}
+func (noOverlay) Run(ctx context.Context)                             { <-ctx.Done() }
+
+func nodeIDPath(dataDir string) string { return filepath.Join(dataDir, "node-id") }
+
+// readNodeID returns the node ID a previous run saved at path; "" if none.
+func readNodeID(path string) string {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return ""
 	}
@@ -209,9 +261,10 @@ func (a *Agent) saveNodeID(id string) {
 	if !changed {
 		return
 	}
-	tmp := a.nodeIDPath() + ".tmp"
+	path := nodeIDPath(a.cfg.DataDir)
+	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err == nil {
-		err = os.Rename(tmp, a.nodeIDPath())
+		err = os.Rename(tmp, path)
 		if err != nil {
 			a.logger.Warn("save node ID", "error", err)
 		}
@@ -240,7 +293,7 @@ func (a *Agent) sessionLoop(ctx context.Context) {
 		}
 		if err != nil {
 			a.logger.Debug("no session with a leader yet", "error", err)
-			backoff.wait(ctx, a.leaderNews)
+			backoff.wait(ctx, a.discovery.LeaderNews())
 			continue
 		}
 		backoff.reset()
@@ -269,13 +322,12 @@ func (b *backoff) wait(ctx context.Context, wake <-chan struct{}) {
 	}
 }
 
-func (a *Agent) serveMetrics(addr string) (*http.Server, error) {
+// metrics gathers the agent's metrics, for its /metrics endpoint.
+func (a *Agent) metrics() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(a.sessions, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_agent_tasks", Help: "Tasks this agent holds."}, func() float64 {
-			a.worker.mu.Lock()
-			defer a.worker.mu.Unlock()
-			return float64(len(a.worker.tasks))
+			return float64(a.worker.held())
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_agent_connected", Help: "1 while a session with the leader is up."}, func() float64 {
 			a.mu.Lock()
@@ -285,15 +337,7 @@ func (a *Agent) serveMetrics(addr string) (*http.Server, error) {
 			}
 			return 0
 		}))
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen for metrics on %s: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go s.Serve(lis)
-	return s, nil
+	return reg
 }
 
 // maxAssignmentsMessage bounds the size of a message from the leader. The

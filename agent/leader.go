@@ -10,18 +10,17 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/skiffhq/skiff/gossip"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
 // Finding the leader. A session ends when its leader is lost (3 heartbeat
-// periods of silence), is deposed, or when gossip announces a newer leader
-// elsewhere. The agent then registers with every manager it knows at once:
-// followers answer with a redirect and the leader accepts, so a manager
-// that is dead or cut off costs nothing but its own attempt, where trying
-// them in turn waited out a connect timeout on each. A leader announced by
-// gossip wakes an agent waiting out its backoff, and cuts short a
-// registration still waiting on a manager that cannot answer (the old
+// periods of silence), is deposed, or when Discovery announces a newer
+// leader elsewhere. The agent then registers with every manager it knows at
+// once: followers answer with a redirect and the leader accepts, so a
+// manager that is dead or cut off costs nothing but its own attempt, where
+// trying them in turn waited out a connect timeout on each. A leader
+// announced by gossip wakes an agent waiting out its backoff, and cuts short
+// a registration still waiting on a manager that cannot answer (the old
 // leader, cut off, costs a whole connect timeout), so a healthy agent has a
 // session with a new leader within a gossip round or two of the election.
 
@@ -72,7 +71,7 @@ func (a *Agent) connect(ctx context.Context) (*established, error) {
 	reg := &skiffpb.Register{NodeId: a.nodeID, Name: a.cfg.Name, Description: desc}
 	a.mu.Unlock()
 
-	_, term := a.announcedLeader()
+	_, term := a.discovery.Leader()
 	addrs := a.candidates()
 	if len(addrs) == 0 {
 		return nil, errors.New("no manager known yet: gossip has not found one")
@@ -129,8 +128,8 @@ func (a *Agent) registerAny(ctx context.Context, addrs []string, reg *skiffpb.Re
 		var r attempt
 		select {
 		case r = <-results:
-		case <-a.leaderNews:
-			if _, now := a.announcedLeader(); now > term {
+		case <-a.discovery.LeaderNews():
+			if _, now := a.discovery.Leader(); now > term {
 				abandon(len(addrs) - received + 1)
 				return nil, nil, errNewLeader
 			}
@@ -194,18 +193,16 @@ func (a *Agent) register(ctx context.Context, addr string, reg *skiffpb.Register
 	return attempt{addr: addr, est: &established{addr: addr, conn: conn, client: client, stream: stream, acc: acc, cancel: cancel}}
 }
 
-// candidates lists the manager API addresses to try: the leader gossip
-// announces first, then the other managers gossip sees alive and those the
-// last leader listed, in random order so that a thousand agents do not all
-// start with the same one.
+// candidates lists the manager API addresses to try: the leader Discovery
+// announces first, then the other managers it sees alive and those the last
+// leader listed, in random order so that a thousand agents do not all start
+// with the same one.
 func (a *Agent) candidates() []string {
-	var out, rest []string
-	if leader, _ := a.announcedLeader(); leader != "" {
+	var out []string
+	if leader, _ := a.discovery.Leader(); leader != "" {
 		out = append(out, leader)
 	}
-	if a.pool != nil {
-		rest = append(rest, a.pool.ManagerAPIAddrs()...)
-	}
+	rest := a.discovery.ManagerAPIAddrs()
 	a.mu.Lock()
 	rest = append(rest, a.managers...)
 	a.mu.Unlock()
@@ -218,40 +215,19 @@ func (a *Agent) candidates() []string {
 	return out
 }
 
-// announcedLeader is the leader gossip announces and its term; "" and 0
-// without gossip or before any announcement.
-func (a *Agent) announcedLeader() (string, uint64) {
-	if a.pool == nil {
-		return "", 0
-	}
-	return a.pool.Leader()
-}
-
-// observeGossip wakes the session loop when a manager announces that it
-// leads. It runs on memberlist's goroutine and must not block.
-func (a *Agent) observeGossip(ev gossip.Event) {
-	if ev.Member.Role != gossip.RoleManager || ev.Member.Lead == 0 {
-		return
-	}
-	select {
-	case a.leaderNews <- struct{}{}:
-	default:
-	}
-}
-
-// watchLeader ends a session with the manager at addr when gossip
+// watchLeader ends a session with the manager at addr when Discovery
 // announces a leader elsewhere in a term newer than any announced when the
 // session began: that manager was deposed, or cut off, and the agent would
 // otherwise learn of it only when its heartbeats went unanswered.
 func (a *Agent) watchLeader(ctx context.Context, addr string) error {
-	_, known := a.announcedLeader()
+	_, known := a.discovery.Leader()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-a.leaderNews:
+		case <-a.discovery.LeaderNews():
 		}
-		leader, term := a.announcedLeader()
+		leader, term := a.discovery.Leader()
 		if term <= known {
 			continue
 		}

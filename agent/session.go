@@ -138,16 +138,12 @@ func (s *agentSession) receive(ctx context.Context) error {
 				s.period.Store(p)
 			}
 		case *skiffpb.ManagerMessage_Assignments:
-			if s.a.cfg.Overlay != nil {
-				s.a.cfg.Overlay.Assigned(msg.Assignments)
-			}
+			s.a.overlay.Assigned(msg.Assignments)
 			s.a.worker.assign(msg.Assignments)
 		case *skiffpb.ManagerMessage_LogSubscription:
 			s.subscription(ctx, msg.LogSubscription)
 		case *skiffpb.ManagerMessage_DownNodes:
-			if s.a.cfg.Overlay != nil {
-				s.a.cfg.Overlay.NodesDown(msg.DownNodes.GetNames())
-			}
+			s.a.overlay.NodesDown(msg.DownNodes.GetNames())
 		}
 	}
 }

@@ -54,7 +54,7 @@ func testSession(t *testing.T, period time.Duration) (*agentSession, *fakeStream
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	a := &Agent{logger: slog.New(slog.DiscardHandler), worker: newWorker(ctx, nil, "h1", slog.New(slog.DiscardHandler))}
+	a := newAgent(ctx, Config{Name: "h1", DataDir: t.TempDir()}, slog.New(slog.DiscardHandler))
 	fs := &fakeStream{recv: make(chan *skiffpb.ManagerMessage, 16)}
 	s := &agentSession{a: a, stream: fs}
 	s.period.Store(int64(period))

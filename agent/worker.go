@@ -41,7 +41,7 @@ type worker struct {
 	// onStatus, when set, hears each task's status with its assignment
 	// (the overlay publishes running tasks); it is called with mu held and
 	// must not call back into the worker.
-	onStatus func(*skiffpb.Assignment, *skiffpb.TaskStatus)
+	onStatus statusFunc
 	sem      chan struct{}
 	wg       sync.WaitGroup
 	ctx      context.Context
@@ -65,11 +65,16 @@ type taskState struct {
 // maxParallelOps bounds concurrent executor calls.
 const maxParallelOps = 16
 
-func newWorker(ctx context.Context, exec Executor, node string, logger *slog.Logger) *worker {
+// statusFunc hears a task's status with its assignment.
+type statusFunc func(*skiffpb.Assignment, *skiffpb.TaskStatus)
+
+// newWorker returns a worker that runs tasks through exec for as long as ctx
+// lasts, telling onStatus (which may be nil) of every status it records.
+func newWorker(ctx context.Context, exec Executor, node string, logger *slog.Logger, onStatus statusFunc) *worker {
 	return &worker{
 		exec: exec, node: node, logger: logger, now: time.Now,
 		tasks: map[string]*taskState{}, observed: map[string]*skiffpb.TaskStatus{},
-		reports: newReportQueue(), sem: make(chan struct{}, maxParallelOps), ctx: ctx,
+		reports: newReportQueue(), onStatus: onStatus, sem: make(chan struct{}, maxParallelOps), ctx: ctx,
 	}
 }
 
@@ -342,6 +347,14 @@ func (w *worker) statuses() []*skiffpb.TaskStatusUpdate {
 		out = append(out, &skiffpb.TaskStatusUpdate{TaskId: id, Status: ts.status})
 	}
 	return out
+}
+
+// held returns how many tasks the worker holds, removed ones whose
+// containers are not gone yet included.
+func (w *worker) held() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.tasks)
 }
 
 // wait blocks until every executor call has returned.

@@ -1,16 +1,23 @@
 // Command skiff-agent runs a skiff agent: it joins the cluster by gossip,
 // holds a session with the leading manager, and runs the node's tasks as
 // containers of the local Docker engine.
+//
+// The command wires the agent's seams: the Docker executor, the host's
+// overlay network (which is also the executor's Network), and the gossip
+// pool, which carries the overlay's records and is the agent's Discovery of
+// the managers.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -38,6 +45,7 @@ func main() {
 func newCommand() *cobra.Command {
 	var cfg agent.Config
 	var join, labels []string
+	var gossipPort int
 	var dockerHost, logFormat, logLevel string
 	cmd := &cobra.Command{
 		Use:           "skiff-agent --name NAME --data-dir DIR --advertise-addr IP --join HOST:PORT",
@@ -55,7 +63,7 @@ func newCommand() *cobra.Command {
 				return err
 			}
 			cfg.Logger = logger
-			cfg.Join = splitList(join)
+			seeds := splitList(join)
 			cfg.Labels = map[string]string{}
 			for _, l := range labels {
 				k, v, ok := strings.Cut(l, "=")
@@ -63,6 +71,12 @@ func newCommand() *cobra.Command {
 					return fmt.Errorf("--label %q: use KEY=VALUE", l)
 				}
 				cfg.Labels[k] = v
+			}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			if len(seeds) == 0 {
+				return errors.New("--join is required: give the gossip address (HOST:PORT) of any manager or agent")
 			}
 			vtep, err := netip.ParseAddr(cfg.AdvertiseAddr)
 			if err != nil {
@@ -84,10 +98,21 @@ func newCommand() *cobra.Command {
 				return err
 			}
 			defer exec.Close()
-			cfg.Executor = exec
-			cfg.Overlay = ov
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			pool, disc, err := joinGossip(ctx, gossipConfig{
+				name: cfg.Name, addr: cfg.AdvertiseAddr, port: gossipPort, join: seeds,
+				logger: logger.With("node", cfg.Name),
+			}, ov)
+			if err != nil {
+				return err
+			}
+			defer func() {
+				if err := pool.Shutdown(time.Second); err != nil {
+					logger.Debug("gossip shutdown", "error", err)
+				}
+			}()
+			cfg.Executor, cfg.Overlay, cfg.Discovery = exec, ov, disc
 			return agent.Run(ctx, cfg)
 		},
 	}
@@ -96,7 +121,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the agent's state")
 	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "IP address other hosts reach this one at")
 	f.StringSliceVar(&join, "join", nil, "gossip addresses (HOST:PORT) of any managers or agents")
-	f.IntVar(&cfg.GossipPort, "gossip-port", 7946, "port of the gossip pool")
+	f.IntVar(&gossipPort, "gossip-port", 7946, "port of the gossip pool")
 	f.StringVar(&dockerHost, "docker-host", "unix:///var/run/docker.sock", "Docker engine to run tasks on")
 	f.StringArrayVar(&labels, "label", nil, "node label KEY=VALUE, for placement constraints (engine.labels.KEY); repeatable")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "IP:PORT to serve Prometheus metrics on (off when empty)")

@@ -1,0 +1,132 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeDiscovery is a Discovery the test steers.
+type fakeDiscovery struct {
+	mu       sync.Mutex
+	managers []string
+	leader   string
+	term     uint64
+	// asked counts the calls to Leader, so that a test can wait until the
+	// agent has read an announcement.
+	asked int
+	news  chan struct{}
+}
+
+func newFakeDiscovery(managers ...string) *fakeDiscovery {
+	return &fakeDiscovery{managers: managers, news: make(chan struct{}, 1)}
+}
+
+func (d *fakeDiscovery) ManagerAPIAddrs() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.managers)
+}
+
+func (d *fakeDiscovery) Leader() (string, uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.asked++
+	return d.leader, d.term
+}
+
+// waitAsked waits until Leader has been called n times.
+func (d *fakeDiscovery) waitAsked(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		d.mu.Lock()
+		asked := d.asked
+		d.mu.Unlock()
+		if asked >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Leader called %d times, want %d", asked, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (d *fakeDiscovery) LeaderNews() <-chan struct{} { return d.news }
+
+// announce makes addr the leader in term and sends the news, as gossip
+// would, without blocking.
+func (d *fakeDiscovery) announce(addr string, term uint64) {
+	d.mu.Lock()
+	d.leader, d.term = addr, term
+	d.mu.Unlock()
+	select {
+	case d.news <- struct{}{}:
+	default:
+	}
+}
+
+func testAgent(t *testing.T, d Discovery, managers ...string) *Agent {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return newAgent(ctx, Config{Name: "h1", DataDir: t.TempDir(), Discovery: d, Managers: managers}, slog.New(slog.DiscardHandler))
+}
+
+// TestCandidatesStartWithTheAnnouncedLeader: the leader Discovery announces
+// comes first, then every other manager it or the configuration names,
+// once each.
+func TestCandidatesStartWithTheAnnouncedLeader(t *testing.T) {
+	d := newFakeDiscovery("m1:4242", "m2:4242")
+	d.announce("m2:4242", 5)
+	a := testAgent(t, d, "m3:4242", "m1:4242")
+	got := a.candidates()
+	if len(got) == 0 || got[0] != "m2:4242" {
+		t.Fatalf("candidates %v, want m2:4242 first", got)
+	}
+	slices.Sort(got)
+	if want := []string{"m1:4242", "m2:4242", "m3:4242"}; !slices.Equal(got, want) {
+		t.Errorf("candidates %v, want each of %v once", got, want)
+	}
+}
+
+// TestCandidatesWithoutDiscovery: an agent without Discovery, as simulated
+// agents run, tries the managers it was given.
+func TestCandidatesWithoutDiscovery(t *testing.T) {
+	a := testAgent(t, nil, "m1:4242")
+	if got := a.candidates(); !slices.Equal(got, []string{"m1:4242"}) {
+		t.Errorf("candidates %v, want [m1:4242]", got)
+	}
+}
+
+// TestWatchLeaderEndsOnANewerLeaderElsewhere: news of the session's own
+// leader in a newer term keeps the session; a newer leader elsewhere ends
+// it.
+func TestWatchLeaderEndsOnANewerLeaderElsewhere(t *testing.T) {
+	d := newFakeDiscovery()
+	d.announce("m1:4242", 1)
+	<-d.news // the session begins after this announcement
+	a := testAgent(t, d)
+	done := make(chan error, 1)
+	go func() { done <- a.watchLeader(context.Background(), "m1:4242") }()
+	d.waitAsked(t, 1) // the term the session began in
+
+	d.announce("m1:4242", 2)
+	d.waitAsked(t, 2) // read before m2 is announced
+	d.announce("m2:4242", 3)
+	select {
+	case err := <-done:
+		// Had the session ended on its own leader's term 2, the error
+		// would name m1.
+		if err == nil || !strings.Contains(err.Error(), "m2:4242 (term 3)") {
+			t.Errorf("watchLeader ended with %v, want the news of m2:4242 in term 3", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a newer leader elsewhere did not end the session")
+	}
+}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/skiffhq/skiff/agent"
+	"github.com/skiffhq/skiff/gossip"
+)
+
+// gossipOverlay is what the host's overlay takes from the gossip pool: it
+// rides on the pool's messages, follows its membership, and sends through
+// it once it is up. overlay/host.Host implements it.
+type gossipOverlay interface {
+	Delegate() memberlist.Delegate
+	HandleGossip(gossip.Event)
+	SetPool(*gossip.Pool)
+}
+
+// gossipConfig says how the agent joins the pool.
+type gossipConfig struct {
+	// name and addr are the node's name and advertise address.
+	name, addr string
+	port       int
+	// join are the seeds, gossip addresses (host:port) of any members.
+	join   []string
+	logger *slog.Logger
+}
+
+// joinGossip makes the agent a member of the gossip pool, which serves
+// twice: it carries the overlay's endpoint records and tells it of members
+// that die, and it is the agent's Discovery of the managers and the leader.
+// The caller leaves the pool once the agent has stopped.
+func joinGossip(ctx context.Context, cfg gossipConfig, ov gossipOverlay) (*gossip.Pool, agent.Discovery, error) {
+	news := make(chan struct{}, 1)
+	pool, err := gossip.Start(ctx, gossip.Config{
+		Meta:     gossip.Meta{Name: cfg.name, Role: gossip.RoleAgent, Addr: cfg.addr},
+		BindAddr: cfg.addr,
+		Port:     cfg.port,
+		Join:     cfg.join,
+		Delegate: ov.Delegate(),
+		OnEvent: func(ev gossip.Event) {
+			ov.HandleGossip(ev)
+			announceLeader(news, ev)
+		},
+		Logger: cfg.logger,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	ov.SetPool(pool)
+	return pool, discovery{Pool: pool, news: news}, nil
+}
+
+// announceLeader signals news when ev is a manager announcing that it
+// leads. It runs on memberlist's goroutine, so it never blocks: a signal
+// already waiting covers this one.
+func announceLeader(news chan<- struct{}, ev gossip.Event) {
+	if ev.Member.Role != gossip.RoleManager || ev.Member.Lead == 0 {
+		return
+	}
+	select {
+	case news <- struct{}{}:
+	default:
+	}
+}
+
+// discovery is the gossip pool as the agent's Discovery: the pool already
+// names the managers and the leader; news adds the wake-up.
+type discovery struct {
+	*gossip.Pool
+	news chan struct{}
+}
+
+func (d discovery) LeaderNews() <-chan struct{} { return d.news }
