@@ -1559,7 +1559,11 @@ type Node struct {
 	ManagerStatus *ManagerStatus   `protobuf:"bytes,8,opt,name=manager_status,json=managerStatus,proto3" json:"manager_status,omitempty"`
 	// attachments are the node's own addresses in the overlay networks its
 	// tasks use (the embedded DNS and the routing mesh listen there).
-	Attachments   []*NetworkAttachment `protobuf:"bytes,9,rep,name=attachments,proto3" json:"attachments,omitempty"`
+	Attachments []*NetworkAttachment `protobuf:"bytes,9,rep,name=attachments,proto3" json:"attachments,omitempty"`
+	// certified lists the roles a certificate has been issued for under this
+	// node's ID: the name is bound to the ID from the first join, and a second
+	// join under the same name and role is refused until `node rm`.
+	Certified     []NodeRole `protobuf:"varint,10,rep,packed,name=certified,proto3,enum=skiff.v1.NodeRole" json:"certified,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1653,6 +1657,13 @@ func (x *Node) GetManagerStatus() *ManagerStatus {
 func (x *Node) GetAttachments() []*NetworkAttachment {
 	if x != nil {
 		return x.Attachments
+	}
+	return nil
+}
+
+func (x *Node) GetCertified() []NodeRole {
+	if x != nil {
+		return x.Certified
 	}
 	return nil
 }
@@ -3879,8 +3890,19 @@ type Cluster struct {
 	// node_down_grace is how long a node may miss heartbeats before it is Down.
 	NodeDownGrace   int64 `protobuf:"varint,6,opt,name=node_down_grace,json=nodeDownGrace,proto3" json:"node_down_grace,omitempty"`
 	HeartbeatPeriod int64 `protobuf:"varint,7,opt,name=heartbeat_period,json=heartbeatPeriod,proto3" json:"heartbeat_period,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Security. The CA's key and the join tokens' secrets live here so that
+	// whichever manager leads can sign; a manager's data dir is therefore as
+	// sensitive as the CA key itself (docs/security.md).
+	CaCert             []byte `protobuf:"bytes,8,opt,name=ca_cert,json=caCert,proto3" json:"ca_cert,omitempty"`
+	CaKey              []byte `protobuf:"bytes,9,opt,name=ca_key,json=caKey,proto3" json:"ca_key,omitempty"`
+	WorkerTokenSecret  string `protobuf:"bytes,10,opt,name=worker_token_secret,json=workerTokenSecret,proto3" json:"worker_token_secret,omitempty"`
+	ManagerTokenSecret string `protobuf:"bytes,11,opt,name=manager_token_secret,json=managerTokenSecret,proto3" json:"manager_token_secret,omitempty"`
+	// cert_expiry is the lifetime of the node certificates issued from now on.
+	CertExpiry int64 `protobuf:"varint,12,opt,name=cert_expiry,json=certExpiry,proto3" json:"cert_expiry,omitempty"`
+	// gossip_keys is the gossip pool's AES-256 keyring, the primary first.
+	GossipKeys    [][]byte `protobuf:"bytes,13,rep,name=gossip_keys,json=gossipKeys,proto3" json:"gossip_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Cluster) Reset() {
@@ -3960,6 +3982,48 @@ func (x *Cluster) GetHeartbeatPeriod() int64 {
 		return x.HeartbeatPeriod
 	}
 	return 0
+}
+
+func (x *Cluster) GetCaCert() []byte {
+	if x != nil {
+		return x.CaCert
+	}
+	return nil
+}
+
+func (x *Cluster) GetCaKey() []byte {
+	if x != nil {
+		return x.CaKey
+	}
+	return nil
+}
+
+func (x *Cluster) GetWorkerTokenSecret() string {
+	if x != nil {
+		return x.WorkerTokenSecret
+	}
+	return ""
+}
+
+func (x *Cluster) GetManagerTokenSecret() string {
+	if x != nil {
+		return x.ManagerTokenSecret
+	}
+	return ""
+}
+
+func (x *Cluster) GetCertExpiry() int64 {
+	if x != nil {
+		return x.CertExpiry
+	}
+	return 0
+}
+
+func (x *Cluster) GetGossipKeys() [][]byte {
+	if x != nil {
+		return x.GossipKeys
+	}
+	return nil
 }
 
 // StoreAction is one change to the state store. Each kind of write the
@@ -5750,6 +5814,156 @@ func (x *JoinManagerResponse) GetClusterId() string {
 	return ""
 }
 
+type JoinTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RotateWorker  bool                   `protobuf:"varint,1,opt,name=rotate_worker,json=rotateWorker,proto3" json:"rotate_worker,omitempty"`
+	RotateManager bool                   `protobuf:"varint,2,opt,name=rotate_manager,json=rotateManager,proto3" json:"rotate_manager,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinTokensRequest) Reset() {
+	*x = JoinTokensRequest{}
+	mi := &file_skiff_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinTokensRequest) ProtoMessage() {}
+
+func (x *JoinTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinTokensRequest.ProtoReflect.Descriptor instead.
+func (*JoinTokensRequest) Descriptor() ([]byte, []int) {
+	return file_skiff_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *JoinTokensRequest) GetRotateWorker() bool {
+	if x != nil {
+		return x.RotateWorker
+	}
+	return false
+}
+
+func (x *JoinTokensRequest) GetRotateManager() bool {
+	if x != nil {
+		return x.RotateManager
+	}
+	return false
+}
+
+type JoinTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Worker        string                 `protobuf:"bytes,1,opt,name=worker,proto3" json:"worker,omitempty"`
+	Manager       string                 `protobuf:"bytes,2,opt,name=manager,proto3" json:"manager,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinTokensResponse) Reset() {
+	*x = JoinTokensResponse{}
+	mi := &file_skiff_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinTokensResponse) ProtoMessage() {}
+
+func (x *JoinTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinTokensResponse.ProtoReflect.Descriptor instead.
+func (*JoinTokensResponse) Descriptor() ([]byte, []int) {
+	return file_skiff_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *JoinTokensResponse) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+func (x *JoinTokensResponse) GetManager() string {
+	if x != nil {
+		return x.Manager
+	}
+	return ""
+}
+
+type UpdateClusterRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cert_expiry, when not 0, sets the lifetime of certificates issued from
+	// now on (renewals included).
+	CertExpiry    int64 `protobuf:"varint,1,opt,name=cert_expiry,json=certExpiry,proto3" json:"cert_expiry,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateClusterRequest) Reset() {
+	*x = UpdateClusterRequest{}
+	mi := &file_skiff_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateClusterRequest) ProtoMessage() {}
+
+func (x *UpdateClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateClusterRequest.ProtoReflect.Descriptor instead.
+func (*UpdateClusterRequest) Descriptor() ([]byte, []int) {
+	return file_skiff_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *UpdateClusterRequest) GetCertExpiry() int64 {
+	if x != nil {
+		return x.CertExpiry
+	}
+	return 0
+}
+
 type ClusterInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -5758,7 +5972,7 @@ type ClusterInfoRequest struct {
 
 func (x *ClusterInfoRequest) Reset() {
 	*x = ClusterInfoRequest{}
-	mi := &file_skiff_proto_msgTypes[64]
+	mi := &file_skiff_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5770,7 +5984,7 @@ func (x *ClusterInfoRequest) String() string {
 func (*ClusterInfoRequest) ProtoMessage() {}
 
 func (x *ClusterInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[64]
+	mi := &file_skiff_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5783,7 +5997,7 @@ func (x *ClusterInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInfoRequest.ProtoReflect.Descriptor instead.
 func (*ClusterInfoRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{64}
+	return file_skiff_proto_rawDescGZIP(), []int{67}
 }
 
 // ManagerInfo describes one member of the Raft configuration.
@@ -5802,7 +6016,7 @@ type ManagerInfo struct {
 
 func (x *ManagerInfo) Reset() {
 	*x = ManagerInfo{}
-	mi := &file_skiff_proto_msgTypes[65]
+	mi := &file_skiff_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5814,7 +6028,7 @@ func (x *ManagerInfo) String() string {
 func (*ManagerInfo) ProtoMessage() {}
 
 func (x *ManagerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[65]
+	mi := &file_skiff_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5827,7 +6041,7 @@ func (x *ManagerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagerInfo.ProtoReflect.Descriptor instead.
 func (*ManagerInfo) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{65}
+	return file_skiff_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ManagerInfo) GetName() string {
@@ -5890,7 +6104,7 @@ type ClusterInfoResponse struct {
 
 func (x *ClusterInfoResponse) Reset() {
 	*x = ClusterInfoResponse{}
-	mi := &file_skiff_proto_msgTypes[66]
+	mi := &file_skiff_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5902,7 +6116,7 @@ func (x *ClusterInfoResponse) String() string {
 func (*ClusterInfoResponse) ProtoMessage() {}
 
 func (x *ClusterInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[66]
+	mi := &file_skiff_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5915,7 +6129,7 @@ func (x *ClusterInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInfoResponse.ProtoReflect.Descriptor instead.
 func (*ClusterInfoResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{66}
+	return file_skiff_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ClusterInfoResponse) GetClusterId() string {
@@ -6000,7 +6214,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_skiff_proto_msgTypes[67]
+	mi := &file_skiff_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6012,7 +6226,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[67]
+	mi := &file_skiff_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6025,7 +6239,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{67}
+	return file_skiff_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *WatchRequest) GetKinds() []WatchKind {
@@ -6065,7 +6279,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_skiff_proto_msgTypes[68]
+	mi := &file_skiff_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6077,7 +6291,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[68]
+	mi := &file_skiff_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6090,7 +6304,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{68}
+	return file_skiff_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *WatchEvent) GetAction() WatchAction {
@@ -6176,7 +6390,7 @@ type ServiceLogsRequest struct {
 
 func (x *ServiceLogsRequest) Reset() {
 	*x = ServiceLogsRequest{}
-	mi := &file_skiff_proto_msgTypes[69]
+	mi := &file_skiff_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6188,7 +6402,7 @@ func (x *ServiceLogsRequest) String() string {
 func (*ServiceLogsRequest) ProtoMessage() {}
 
 func (x *ServiceLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[69]
+	mi := &file_skiff_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6201,7 +6415,7 @@ func (x *ServiceLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceLogsRequest.ProtoReflect.Descriptor instead.
 func (*ServiceLogsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{69}
+	return file_skiff_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ServiceLogsRequest) GetService() string {
@@ -6248,7 +6462,7 @@ type LogMessage struct {
 
 func (x *LogMessage) Reset() {
 	*x = LogMessage{}
-	mi := &file_skiff_proto_msgTypes[70]
+	mi := &file_skiff_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6260,7 +6474,7 @@ func (x *LogMessage) String() string {
 func (*LogMessage) ProtoMessage() {}
 
 func (x *LogMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[70]
+	mi := &file_skiff_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6273,7 +6487,7 @@ func (x *LogMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogMessage.ProtoReflect.Descriptor instead.
 func (*LogMessage) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{70}
+	return file_skiff_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *LogMessage) GetTaskId() string {
@@ -6340,7 +6554,7 @@ type AgentMessage struct {
 
 func (x *AgentMessage) Reset() {
 	*x = AgentMessage{}
-	mi := &file_skiff_proto_msgTypes[71]
+	mi := &file_skiff_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6352,7 +6566,7 @@ func (x *AgentMessage) String() string {
 func (*AgentMessage) ProtoMessage() {}
 
 func (x *AgentMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[71]
+	mi := &file_skiff_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6365,7 +6579,7 @@ func (x *AgentMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentMessage.ProtoReflect.Descriptor instead.
 func (*AgentMessage) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{71}
+	return file_skiff_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *AgentMessage) GetMsg() isAgentMessage_Msg {
@@ -6440,7 +6654,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_skiff_proto_msgTypes[72]
+	mi := &file_skiff_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6452,7 +6666,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[72]
+	mi := &file_skiff_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6465,7 +6679,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{72}
+	return file_skiff_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *Register) GetNodeId() string {
@@ -6504,7 +6718,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_skiff_proto_msgTypes[73]
+	mi := &file_skiff_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6516,7 +6730,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[73]
+	mi := &file_skiff_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6529,7 +6743,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{73}
+	return file_skiff_proto_rawDescGZIP(), []int{76}
 }
 
 // TaskStatusBatch reports the observed status of many tasks at once.
@@ -6542,7 +6756,7 @@ type TaskStatusBatch struct {
 
 func (x *TaskStatusBatch) Reset() {
 	*x = TaskStatusBatch{}
-	mi := &file_skiff_proto_msgTypes[74]
+	mi := &file_skiff_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6554,7 +6768,7 @@ func (x *TaskStatusBatch) String() string {
 func (*TaskStatusBatch) ProtoMessage() {}
 
 func (x *TaskStatusBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[74]
+	mi := &file_skiff_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6567,7 +6781,7 @@ func (x *TaskStatusBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStatusBatch.ProtoReflect.Descriptor instead.
 func (*TaskStatusBatch) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{74}
+	return file_skiff_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *TaskStatusBatch) GetUpdates() []*TaskStatusUpdate {
@@ -6595,7 +6809,7 @@ type ManagerMessage struct {
 
 func (x *ManagerMessage) Reset() {
 	*x = ManagerMessage{}
-	mi := &file_skiff_proto_msgTypes[75]
+	mi := &file_skiff_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6607,7 +6821,7 @@ func (x *ManagerMessage) String() string {
 func (*ManagerMessage) ProtoMessage() {}
 
 func (x *ManagerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[75]
+	mi := &file_skiff_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6620,7 +6834,7 @@ func (x *ManagerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagerMessage.ProtoReflect.Descriptor instead.
 func (*ManagerMessage) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{75}
+	return file_skiff_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ManagerMessage) GetMsg() isManagerMessage_Msg {
@@ -6738,7 +6952,7 @@ type DownNodes struct {
 
 func (x *DownNodes) Reset() {
 	*x = DownNodes{}
-	mi := &file_skiff_proto_msgTypes[76]
+	mi := &file_skiff_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6750,7 +6964,7 @@ func (x *DownNodes) String() string {
 func (*DownNodes) ProtoMessage() {}
 
 func (x *DownNodes) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[76]
+	mi := &file_skiff_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6763,7 +6977,7 @@ func (x *DownNodes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownNodes.ProtoReflect.Descriptor instead.
 func (*DownNodes) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{76}
+	return file_skiff_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *DownNodes) GetNames() []string {
@@ -6788,7 +7002,7 @@ type SessionAccepted struct {
 
 func (x *SessionAccepted) Reset() {
 	*x = SessionAccepted{}
-	mi := &file_skiff_proto_msgTypes[77]
+	mi := &file_skiff_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6800,7 +7014,7 @@ func (x *SessionAccepted) String() string {
 func (*SessionAccepted) ProtoMessage() {}
 
 func (x *SessionAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[77]
+	mi := &file_skiff_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6813,7 +7027,7 @@ func (x *SessionAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionAccepted.ProtoReflect.Descriptor instead.
 func (*SessionAccepted) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{77}
+	return file_skiff_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *SessionAccepted) GetNodeId() string {
@@ -6854,7 +7068,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_skiff_proto_msgTypes[78]
+	mi := &file_skiff_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6866,7 +7080,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[78]
+	mi := &file_skiff_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6879,7 +7093,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{78}
+	return file_skiff_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *HeartbeatAck) GetHeartbeatPeriod() int64 {
@@ -6900,7 +7114,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_skiff_proto_msgTypes[79]
+	mi := &file_skiff_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6912,7 +7126,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[79]
+	mi := &file_skiff_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6925,7 +7139,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{79}
+	return file_skiff_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *Redirect) GetLeaderAddr() string {
@@ -6948,7 +7162,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_skiff_proto_msgTypes[80]
+	mi := &file_skiff_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6960,7 +7174,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[80]
+	mi := &file_skiff_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6973,7 +7187,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{80}
+	return file_skiff_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *Assignment) GetTask() *Task {
@@ -7017,7 +7231,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_skiff_proto_msgTypes[81]
+	mi := &file_skiff_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7029,7 +7243,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[81]
+	mi := &file_skiff_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7042,7 +7256,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{81}
+	return file_skiff_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *Assignments) GetFull() bool {
@@ -7095,7 +7309,7 @@ type LogSubscription struct {
 
 func (x *LogSubscription) Reset() {
 	*x = LogSubscription{}
-	mi := &file_skiff_proto_msgTypes[82]
+	mi := &file_skiff_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7107,7 +7321,7 @@ func (x *LogSubscription) String() string {
 func (*LogSubscription) ProtoMessage() {}
 
 func (x *LogSubscription) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[82]
+	mi := &file_skiff_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7120,7 +7334,7 @@ func (x *LogSubscription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogSubscription.ProtoReflect.Descriptor instead.
 func (*LogSubscription) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{82}
+	return file_skiff_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *LogSubscription) GetId() string {
@@ -7174,7 +7388,7 @@ type PublishLogsMessage struct {
 
 func (x *PublishLogsMessage) Reset() {
 	*x = PublishLogsMessage{}
-	mi := &file_skiff_proto_msgTypes[83]
+	mi := &file_skiff_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7186,7 +7400,7 @@ func (x *PublishLogsMessage) String() string {
 func (*PublishLogsMessage) ProtoMessage() {}
 
 func (x *PublishLogsMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[83]
+	mi := &file_skiff_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7199,7 +7413,7 @@ func (x *PublishLogsMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishLogsMessage.ProtoReflect.Descriptor instead.
 func (*PublishLogsMessage) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{83}
+	return file_skiff_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *PublishLogsMessage) GetSubscriptionId() string {
@@ -7238,7 +7452,7 @@ type PublishLogsResponse struct {
 
 func (x *PublishLogsResponse) Reset() {
 	*x = PublishLogsResponse{}
-	mi := &file_skiff_proto_msgTypes[84]
+	mi := &file_skiff_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7250,7 +7464,7 @@ func (x *PublishLogsResponse) String() string {
 func (*PublishLogsResponse) ProtoMessage() {}
 
 func (x *PublishLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[84]
+	mi := &file_skiff_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7263,7 +7477,275 @@ func (x *PublishLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishLogsResponse.ProtoReflect.Descriptor instead.
 func (*PublishLogsResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{84}
+	return file_skiff_proto_rawDescGZIP(), []int{87}
+}
+
+type IssueCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// name is the node's --name; the certificate binds the ID it gets.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// role is what the node asks to be; the token must be that role's.
+	Role NodeRole `protobuf:"varint,3,opt,name=role,proto3,enum=skiff.v1.NodeRole" json:"role,omitempty"`
+	// csr is a DER certificate request for the node's own key, which never
+	// leaves it.
+	Csr           []byte `protobuf:"bytes,4,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueCertificateRequest) Reset() {
+	*x = IssueCertificateRequest{}
+	mi := &file_skiff_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueCertificateRequest) ProtoMessage() {}
+
+func (x *IssueCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueCertificateRequest.ProtoReflect.Descriptor instead.
+func (*IssueCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_skiff_proto_rawDescGZIP(), []int{88}
+}
+
+func (x *IssueCertificateRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *IssueCertificateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *IssueCertificateRequest) GetRole() NodeRole {
+	if x != nil {
+		return x.Role
+	}
+	return NodeRole_NODE_ROLE_WORKER
+}
+
+func (x *IssueCertificateRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type IssueCertificateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cert is the node's certificate and ca the cluster's CA, both PEM.
+	Cert   []byte `protobuf:"bytes,1,opt,name=cert,proto3" json:"cert,omitempty"`
+	Ca     []byte `protobuf:"bytes,2,opt,name=ca,proto3" json:"ca,omitempty"`
+	NodeId string `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// gossip_keys is the gossip keyring, the primary first.
+	GossipKeys    [][]byte `protobuf:"bytes,4,rep,name=gossip_keys,json=gossipKeys,proto3" json:"gossip_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueCertificateResponse) Reset() {
+	*x = IssueCertificateResponse{}
+	mi := &file_skiff_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueCertificateResponse) ProtoMessage() {}
+
+func (x *IssueCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueCertificateResponse.ProtoReflect.Descriptor instead.
+func (*IssueCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_skiff_proto_rawDescGZIP(), []int{89}
+}
+
+func (x *IssueCertificateResponse) GetCert() []byte {
+	if x != nil {
+		return x.Cert
+	}
+	return nil
+}
+
+func (x *IssueCertificateResponse) GetCa() []byte {
+	if x != nil {
+		return x.Ca
+	}
+	return nil
+}
+
+func (x *IssueCertificateResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *IssueCertificateResponse) GetGossipKeys() [][]byte {
+	if x != nil {
+		return x.GossipKeys
+	}
+	return nil
+}
+
+type RenewCertificateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Csr           []byte                 `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewCertificateRequest) Reset() {
+	*x = RenewCertificateRequest{}
+	mi := &file_skiff_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewCertificateRequest) ProtoMessage() {}
+
+func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_skiff_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *RenewCertificateRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+type HelloRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HelloRequest) Reset() {
+	*x = HelloRequest{}
+	mi := &file_skiff_proto_msgTypes[91]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HelloRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HelloRequest) ProtoMessage() {}
+
+func (x *HelloRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_proto_msgTypes[91]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HelloRequest.ProtoReflect.Descriptor instead.
+func (*HelloRequest) Descriptor() ([]byte, []int) {
+	return file_skiff_proto_rawDescGZIP(), []int{91}
+}
+
+type HelloResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// managers are the API addresses of the managers this member knows,
+	// the leader first when it knows it.
+	Managers      []string `protobuf:"bytes,1,rep,name=managers,proto3" json:"managers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HelloResponse) Reset() {
+	*x = HelloResponse{}
+	mi := &file_skiff_proto_msgTypes[92]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HelloResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HelloResponse) ProtoMessage() {}
+
+func (x *HelloResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_proto_msgTypes[92]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HelloResponse.ProtoReflect.Descriptor instead.
+func (*HelloResponse) Descriptor() ([]byte, []int) {
+	return file_skiff_proto_rawDescGZIP(), []int{92}
+}
+
+func (x *HelloResponse) GetManagers() []string {
+	if x != nil {
+		return x.Managers
+	}
+	return nil
 }
 
 var File_skiff_proto protoreflect.FileDescriptor
@@ -7311,7 +7793,7 @@ const file_skiff_proto_rawDesc = "" +
 	"\n" +
 	"network_id\x18\x01 \x01(\tR\tnetworkId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
-	"\aaliases\x18\x03 \x03(\tR\aaliases\"\x88\x03\n" +
+	"\aaliases\x18\x03 \x03(\tR\aaliases\"\xba\x03\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\"\n" +
 	"\x04meta\x18\x02 \x01(\v2\x0e.skiff.v1.MetaR\x04meta\x12\x12\n" +
@@ -7321,7 +7803,9 @@ const file_skiff_proto_rawDesc = "" +
 	"\vdescription\x18\x06 \x01(\v2\x19.skiff.v1.NodeDescriptionR\vdescription\x12,\n" +
 	"\x06status\x18\a \x01(\v2\x14.skiff.v1.NodeStatusR\x06status\x12>\n" +
 	"\x0emanager_status\x18\b \x01(\v2\x17.skiff.v1.ManagerStatusR\rmanagerStatus\x12=\n" +
-	"\vattachments\x18\t \x03(\v2\x1b.skiff.v1.NetworkAttachmentR\vattachments\"\x99\x02\n" +
+	"\vattachments\x18\t \x03(\v2\x1b.skiff.v1.NetworkAttachmentR\vattachments\x120\n" +
+	"\tcertified\x18\n" +
+	" \x03(\x0e2\x12.skiff.v1.NodeRoleR\tcertified\"\x99\x02\n" +
 	"\vNetworkSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05stack\x18\x02 \x01(\tR\x05stack\x12\x16\n" +
@@ -7549,7 +8033,7 @@ const file_skiff_proto_rawDesc = "" +
 	" \x01(\v2\x14.skiff.v1.TaskStatusR\x06status\x127\n" +
 	"\bnetworks\x18\v \x03(\v2\x1b.skiff.v1.NetworkAttachmentR\bnetworks\x12+\n" +
 	"\x05ports\x18\f \x03(\v2\x15.skiff.v1.PortBindingR\x05ports\x12\x18\n" +
-	"\aattempt\x18\r \x01(\x04R\aattempt\"\x8b\x02\n" +
+	"\aattempt\x18\r \x01(\x04R\aattempt\"\xdf\x03\n" +
 	"\aCluster\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\"\n" +
 	"\x04meta\x18\x02 \x01(\v2\x0e.skiff.v1.MetaR\x04meta\x12*\n" +
@@ -7558,7 +8042,16 @@ const file_skiff_proto_rawDesc = "" +
 	"subnetSize\x12,\n" +
 	"\x12task_history_limit\x18\x05 \x01(\x04R\x10taskHistoryLimit\x12&\n" +
 	"\x0fnode_down_grace\x18\x06 \x01(\x03R\rnodeDownGrace\x12)\n" +
-	"\x10heartbeat_period\x18\a \x01(\x03R\x0fheartbeatPeriod\"\xcd\x06\n" +
+	"\x10heartbeat_period\x18\a \x01(\x03R\x0fheartbeatPeriod\x12\x17\n" +
+	"\aca_cert\x18\b \x01(\fR\x06caCert\x12\x15\n" +
+	"\x06ca_key\x18\t \x01(\fR\x05caKey\x12.\n" +
+	"\x13worker_token_secret\x18\n" +
+	" \x01(\tR\x11workerTokenSecret\x120\n" +
+	"\x14manager_token_secret\x18\v \x01(\tR\x12managerTokenSecret\x12\x1f\n" +
+	"\vcert_expiry\x18\f \x01(\x03R\n" +
+	"certExpiry\x12\x1f\n" +
+	"\vgossip_keys\x18\r \x03(\fR\n" +
+	"gossipKeys\"\xcd\x06\n" +
 	"\vStoreAction\x124\n" +
 	"\vput_cluster\x18\x01 \x01(\v2\x11.skiff.v1.ClusterH\x00R\n" +
 	"putCluster\x12+\n" +
@@ -7673,7 +8166,16 @@ const file_skiff_proto_rawDesc = "" +
 	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\"4\n" +
 	"\x13JoinManagerResponse\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x01 \x01(\tR\tclusterId\"\x14\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\"_\n" +
+	"\x11JoinTokensRequest\x12#\n" +
+	"\rrotate_worker\x18\x01 \x01(\bR\frotateWorker\x12%\n" +
+	"\x0erotate_manager\x18\x02 \x01(\bR\rrotateManager\"F\n" +
+	"\x12JoinTokensResponse\x12\x16\n" +
+	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x18\n" +
+	"\amanager\x18\x02 \x01(\tR\amanager\"7\n" +
+	"\x14UpdateClusterRequest\x12\x1f\n" +
+	"\vcert_expiry\x18\x01 \x01(\x03R\n" +
+	"certExpiry\"\x14\n" +
 	"\x12ClusterInfoRequest\"\xc9\x01\n" +
 	"\vManagerInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
@@ -7783,7 +8285,23 @@ const file_skiff_proto_rawDesc = "" +
 	"\bmessages\x18\x02 \x03(\v2\x14.skiff.v1.LogMessageR\bmessages\x12\x14\n" +
 	"\x05close\x18\x03 \x01(\bR\x05close\x12\x17\n" +
 	"\anode_id\x18\x04 \x01(\tR\x06nodeId\"\x15\n" +
-	"\x13PublishLogsResponse*7\n" +
+	"\x13PublishLogsResponse\"}\n" +
+	"\x17IssueCertificateRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12&\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x12.skiff.v1.NodeRoleR\x04role\x12\x10\n" +
+	"\x03csr\x18\x04 \x01(\fR\x03csr\"x\n" +
+	"\x18IssueCertificateResponse\x12\x12\n" +
+	"\x04cert\x18\x01 \x01(\fR\x04cert\x12\x0e\n" +
+	"\x02ca\x18\x02 \x01(\fR\x02ca\x12\x17\n" +
+	"\anode_id\x18\x03 \x01(\tR\x06nodeId\x12\x1f\n" +
+	"\vgossip_keys\x18\x04 \x03(\fR\n" +
+	"gossipKeys\"+\n" +
+	"\x17RenewCertificateRequest\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\"\x0e\n" +
+	"\fHelloRequest\"+\n" +
+	"\rHelloResponse\x12\x1a\n" +
+	"\bmanagers\x18\x01 \x03(\tR\bmanagers*7\n" +
 	"\bNodeRole\x12\x14\n" +
 	"\x10NODE_ROLE_WORKER\x10\x00\x12\x15\n" +
 	"\x11NODE_ROLE_MANAGER\x10\x01*j\n" +
@@ -7871,7 +8389,7 @@ const file_skiff_proto_rawDesc = "" +
 	"\x13WATCH_ACTION_DELETE\x10\x01*9\n" +
 	"\tLogStream\x12\x15\n" +
 	"\x11LOG_STREAM_STDOUT\x10\x00\x12\x15\n" +
-	"\x11LOG_STREAM_STDERR\x10\x012\xa4\b\n" +
+	"\x11LOG_STREAM_STDERR\x10\x012\xbd\t\n" +
 	"\aControl\x12J\n" +
 	"\vDeployStack\x12\x1c.skiff.v1.DeployStackRequest\x1a\x1d.skiff.v1.DeployStackResponse\x12J\n" +
 	"\vRemoveStack\x12\x1c.skiff.v1.RemoveStackRequest\x1a\x1d.skiff.v1.RemoveStackResponse\x12G\n" +
@@ -7889,13 +8407,21 @@ const file_skiff_proto_rawDesc = "" +
 	"\n" +
 	"RemoveNode\x12\x1b.skiff.v1.RemoveNodeRequest\x1a\x1c.skiff.v1.RemoveNodeResponse\x12J\n" +
 	"\vClusterInfo\x12\x1c.skiff.v1.ClusterInfoRequest\x1a\x1d.skiff.v1.ClusterInfoResponse\x12J\n" +
-	"\vJoinManager\x12\x1c.skiff.v1.JoinManagerRequest\x1a\x1d.skiff.v1.JoinManagerResponse\x127\n" +
+	"\vJoinManager\x12\x1c.skiff.v1.JoinManagerRequest\x1a\x1d.skiff.v1.JoinManagerResponse\x12G\n" +
+	"\n" +
+	"JoinTokens\x12\x1b.skiff.v1.JoinTokensRequest\x1a\x1c.skiff.v1.JoinTokensResponse\x12N\n" +
+	"\rUpdateCluster\x12\x1e.skiff.v1.UpdateClusterRequest\x1a\x1d.skiff.v1.ClusterInfoResponse\x127\n" +
 	"\x05Watch\x12\x16.skiff.v1.WatchRequest\x1a\x14.skiff.v1.WatchEvent0\x01\x12C\n" +
 	"\vServiceLogs\x12\x1c.skiff.v1.ServiceLogsRequest\x1a\x14.skiff.v1.LogMessage0\x012\x9b\x01\n" +
 	"\n" +
 	"Dispatcher\x12?\n" +
 	"\aSession\x12\x16.skiff.v1.AgentMessage\x1a\x18.skiff.v1.ManagerMessage(\x010\x01\x12L\n" +
-	"\vPublishLogs\x12\x1c.skiff.v1.PublishLogsMessage\x1a\x1d.skiff.v1.PublishLogsResponse(\x01B(Z&github.com/skiffhq/skiff/proto;skiffpbb\x06proto3"
+	"\vPublishLogs\x12\x1c.skiff.v1.PublishLogsMessage\x1a\x1d.skiff.v1.PublishLogsResponse(\x012\xbe\x01\n" +
+	"\x06NodeCA\x12Y\n" +
+	"\x10IssueCertificate\x12!.skiff.v1.IssueCertificateRequest\x1a\".skiff.v1.IssueCertificateResponse\x12Y\n" +
+	"\x10RenewCertificate\x12!.skiff.v1.RenewCertificateRequest\x1a\".skiff.v1.IssueCertificateResponse2@\n" +
+	"\x04Join\x128\n" +
+	"\x05Hello\x12\x16.skiff.v1.HelloRequest\x1a\x17.skiff.v1.HelloResponseB(Z&github.com/skiffhq/skiff/proto;skiffpbb\x06proto3"
 
 var (
 	file_skiff_proto_rawDescOnce sync.Once
@@ -7910,130 +8436,138 @@ func file_skiff_proto_rawDescGZIP() []byte {
 }
 
 var file_skiff_proto_enumTypes = make([]protoimpl.EnumInfo, 20)
-var file_skiff_proto_msgTypes = make([]protoimpl.MessageInfo, 96)
+var file_skiff_proto_msgTypes = make([]protoimpl.MessageInfo, 104)
 var file_skiff_proto_goTypes = []any{
-	(NodeRole)(0),                 // 0: skiff.v1.NodeRole
-	(NodeAvailability)(0),         // 1: skiff.v1.NodeAvailability
-	(NodeState)(0),                // 2: skiff.v1.NodeState
-	(Reachability)(0),             // 3: skiff.v1.Reachability
-	(ServiceMode)(0),              // 4: skiff.v1.ServiceMode
-	(RestartCondition)(0),         // 5: skiff.v1.RestartCondition
-	(UpdateOrder)(0),              // 6: skiff.v1.UpdateOrder
-	(FailureAction)(0),            // 7: skiff.v1.FailureAction
-	(Protocol)(0),                 // 8: skiff.v1.Protocol
-	(PublishMode)(0),              // 9: skiff.v1.PublishMode
-	(EndpointMode)(0),             // 10: skiff.v1.EndpointMode
-	(MountType)(0),                // 11: skiff.v1.MountType
-	(DependencyCondition)(0),      // 12: skiff.v1.DependencyCondition
-	(UpdateState)(0),              // 13: skiff.v1.UpdateState
-	(TaskState)(0),                // 14: skiff.v1.TaskState
-	(HealthState)(0),              // 15: skiff.v1.HealthState
-	(ServiceChangeKind)(0),        // 16: skiff.v1.ServiceChangeKind
-	(WatchKind)(0),                // 17: skiff.v1.WatchKind
-	(WatchAction)(0),              // 18: skiff.v1.WatchAction
-	(LogStream)(0),                // 19: skiff.v1.LogStream
-	(*Meta)(nil),                  // 20: skiff.v1.Meta
-	(*Resources)(nil),             // 21: skiff.v1.Resources
-	(*NodeSpec)(nil),              // 22: skiff.v1.NodeSpec
-	(*NodeDescription)(nil),       // 23: skiff.v1.NodeDescription
-	(*NodeStatus)(nil),            // 24: skiff.v1.NodeStatus
-	(*ManagerStatus)(nil),         // 25: skiff.v1.ManagerStatus
-	(*NetworkAttachment)(nil),     // 26: skiff.v1.NetworkAttachment
-	(*Node)(nil),                  // 27: skiff.v1.Node
-	(*NetworkSpec)(nil),           // 28: skiff.v1.NetworkSpec
-	(*Network)(nil),               // 29: skiff.v1.Network
-	(*RestartPolicy)(nil),         // 30: skiff.v1.RestartPolicy
-	(*UpdateConfig)(nil),          // 31: skiff.v1.UpdateConfig
-	(*PlacementPreference)(nil),   // 32: skiff.v1.PlacementPreference
-	(*Placement)(nil),             // 33: skiff.v1.Placement
-	(*PortConfig)(nil),            // 34: skiff.v1.PortConfig
-	(*EndpointSpec)(nil),          // 35: skiff.v1.EndpointSpec
-	(*Mount)(nil),                 // 36: skiff.v1.Mount
-	(*HealthConfig)(nil),          // 37: skiff.v1.HealthConfig
-	(*Ulimit)(nil),                // 38: skiff.v1.Ulimit
-	(*ContainerSpec)(nil),         // 39: skiff.v1.ContainerSpec
-	(*ServiceNetwork)(nil),        // 40: skiff.v1.ServiceNetwork
-	(*Link)(nil),                  // 41: skiff.v1.Link
-	(*Dependency)(nil),            // 42: skiff.v1.Dependency
-	(*ServiceSpec)(nil),           // 43: skiff.v1.ServiceSpec
-	(*UpdateStatus)(nil),          // 44: skiff.v1.UpdateStatus
-	(*VersionedSpec)(nil),         // 45: skiff.v1.VersionedSpec
-	(*ServiceStatus)(nil),         // 46: skiff.v1.ServiceStatus
-	(*Service)(nil),               // 47: skiff.v1.Service
-	(*Stack)(nil),                 // 48: skiff.v1.Stack
-	(*StackSpec)(nil),             // 49: skiff.v1.StackSpec
-	(*TaskStatus)(nil),            // 50: skiff.v1.TaskStatus
-	(*PortBinding)(nil),           // 51: skiff.v1.PortBinding
-	(*Task)(nil),                  // 52: skiff.v1.Task
-	(*Cluster)(nil),               // 53: skiff.v1.Cluster
-	(*StoreAction)(nil),           // 54: skiff.v1.StoreAction
-	(*TaskStatusUpdate)(nil),      // 55: skiff.v1.TaskStatusUpdate
-	(*TaskDesiredUpdate)(nil),     // 56: skiff.v1.TaskDesiredUpdate
-	(*NodeStatusUpdate)(nil),      // 57: skiff.v1.NodeStatusUpdate
-	(*NodeAttachmentUpdate)(nil),  // 58: skiff.v1.NodeAttachmentUpdate
-	(*TaskPlacement)(nil),         // 59: skiff.v1.TaskPlacement
-	(*Command)(nil),               // 60: skiff.v1.Command
-	(*ServiceChange)(nil),         // 61: skiff.v1.ServiceChange
-	(*DeployStackRequest)(nil),    // 62: skiff.v1.DeployStackRequest
-	(*DeployStackResponse)(nil),   // 63: skiff.v1.DeployStackResponse
-	(*RemoveStackRequest)(nil),    // 64: skiff.v1.RemoveStackRequest
-	(*RemoveStackResponse)(nil),   // 65: skiff.v1.RemoveStackResponse
-	(*ListStacksRequest)(nil),     // 66: skiff.v1.ListStacksRequest
-	(*StackSummary)(nil),          // 67: skiff.v1.StackSummary
-	(*ListStacksResponse)(nil),    // 68: skiff.v1.ListStacksResponse
-	(*ListServicesRequest)(nil),   // 69: skiff.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),  // 70: skiff.v1.ListServicesResponse
-	(*GetServiceRequest)(nil),     // 71: skiff.v1.GetServiceRequest
-	(*UpdateServiceRequest)(nil),  // 72: skiff.v1.UpdateServiceRequest
-	(*UpdateServiceResponse)(nil), // 73: skiff.v1.UpdateServiceResponse
-	(*ListTasksRequest)(nil),      // 74: skiff.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),     // 75: skiff.v1.ListTasksResponse
-	(*ListNodesRequest)(nil),      // 76: skiff.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),     // 77: skiff.v1.ListNodesResponse
-	(*GetNodeRequest)(nil),        // 78: skiff.v1.GetNodeRequest
-	(*UpdateNodeRequest)(nil),     // 79: skiff.v1.UpdateNodeRequest
-	(*RemoveNodeRequest)(nil),     // 80: skiff.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),    // 81: skiff.v1.RemoveNodeResponse
-	(*JoinManagerRequest)(nil),    // 82: skiff.v1.JoinManagerRequest
-	(*JoinManagerResponse)(nil),   // 83: skiff.v1.JoinManagerResponse
-	(*ClusterInfoRequest)(nil),    // 84: skiff.v1.ClusterInfoRequest
-	(*ManagerInfo)(nil),           // 85: skiff.v1.ManagerInfo
-	(*ClusterInfoResponse)(nil),   // 86: skiff.v1.ClusterInfoResponse
-	(*WatchRequest)(nil),          // 87: skiff.v1.WatchRequest
-	(*WatchEvent)(nil),            // 88: skiff.v1.WatchEvent
-	(*ServiceLogsRequest)(nil),    // 89: skiff.v1.ServiceLogsRequest
-	(*LogMessage)(nil),            // 90: skiff.v1.LogMessage
-	(*AgentMessage)(nil),          // 91: skiff.v1.AgentMessage
-	(*Register)(nil),              // 92: skiff.v1.Register
-	(*Heartbeat)(nil),             // 93: skiff.v1.Heartbeat
-	(*TaskStatusBatch)(nil),       // 94: skiff.v1.TaskStatusBatch
-	(*ManagerMessage)(nil),        // 95: skiff.v1.ManagerMessage
-	(*DownNodes)(nil),             // 96: skiff.v1.DownNodes
-	(*SessionAccepted)(nil),       // 97: skiff.v1.SessionAccepted
-	(*HeartbeatAck)(nil),          // 98: skiff.v1.HeartbeatAck
-	(*Redirect)(nil),              // 99: skiff.v1.Redirect
-	(*Assignment)(nil),            // 100: skiff.v1.Assignment
-	(*Assignments)(nil),           // 101: skiff.v1.Assignments
-	(*LogSubscription)(nil),       // 102: skiff.v1.LogSubscription
-	(*PublishLogsMessage)(nil),    // 103: skiff.v1.PublishLogsMessage
-	(*PublishLogsResponse)(nil),   // 104: skiff.v1.PublishLogsResponse
-	nil,                           // 105: skiff.v1.NodeSpec.LabelsEntry
-	nil,                           // 106: skiff.v1.NodeDescription.EngineLabelsEntry
-	nil,                           // 107: skiff.v1.NetworkSpec.LabelsEntry
-	nil,                           // 108: skiff.v1.Mount.VolumeLabelsEntry
-	nil,                           // 109: skiff.v1.Mount.VolumeDriverOptsEntry
-	nil,                           // 110: skiff.v1.ContainerSpec.LabelsEntry
-	nil,                           // 111: skiff.v1.ContainerSpec.SysctlsEntry
-	nil,                           // 112: skiff.v1.ServiceSpec.LabelsEntry
-	nil,                           // 113: skiff.v1.Stack.LabelsEntry
-	nil,                           // 114: skiff.v1.StackSpec.LabelsEntry
-	nil,                           // 115: skiff.v1.UpdateNodeRequest.LabelAddEntry
+	(NodeRole)(0),                    // 0: skiff.v1.NodeRole
+	(NodeAvailability)(0),            // 1: skiff.v1.NodeAvailability
+	(NodeState)(0),                   // 2: skiff.v1.NodeState
+	(Reachability)(0),                // 3: skiff.v1.Reachability
+	(ServiceMode)(0),                 // 4: skiff.v1.ServiceMode
+	(RestartCondition)(0),            // 5: skiff.v1.RestartCondition
+	(UpdateOrder)(0),                 // 6: skiff.v1.UpdateOrder
+	(FailureAction)(0),               // 7: skiff.v1.FailureAction
+	(Protocol)(0),                    // 8: skiff.v1.Protocol
+	(PublishMode)(0),                 // 9: skiff.v1.PublishMode
+	(EndpointMode)(0),                // 10: skiff.v1.EndpointMode
+	(MountType)(0),                   // 11: skiff.v1.MountType
+	(DependencyCondition)(0),         // 12: skiff.v1.DependencyCondition
+	(UpdateState)(0),                 // 13: skiff.v1.UpdateState
+	(TaskState)(0),                   // 14: skiff.v1.TaskState
+	(HealthState)(0),                 // 15: skiff.v1.HealthState
+	(ServiceChangeKind)(0),           // 16: skiff.v1.ServiceChangeKind
+	(WatchKind)(0),                   // 17: skiff.v1.WatchKind
+	(WatchAction)(0),                 // 18: skiff.v1.WatchAction
+	(LogStream)(0),                   // 19: skiff.v1.LogStream
+	(*Meta)(nil),                     // 20: skiff.v1.Meta
+	(*Resources)(nil),                // 21: skiff.v1.Resources
+	(*NodeSpec)(nil),                 // 22: skiff.v1.NodeSpec
+	(*NodeDescription)(nil),          // 23: skiff.v1.NodeDescription
+	(*NodeStatus)(nil),               // 24: skiff.v1.NodeStatus
+	(*ManagerStatus)(nil),            // 25: skiff.v1.ManagerStatus
+	(*NetworkAttachment)(nil),        // 26: skiff.v1.NetworkAttachment
+	(*Node)(nil),                     // 27: skiff.v1.Node
+	(*NetworkSpec)(nil),              // 28: skiff.v1.NetworkSpec
+	(*Network)(nil),                  // 29: skiff.v1.Network
+	(*RestartPolicy)(nil),            // 30: skiff.v1.RestartPolicy
+	(*UpdateConfig)(nil),             // 31: skiff.v1.UpdateConfig
+	(*PlacementPreference)(nil),      // 32: skiff.v1.PlacementPreference
+	(*Placement)(nil),                // 33: skiff.v1.Placement
+	(*PortConfig)(nil),               // 34: skiff.v1.PortConfig
+	(*EndpointSpec)(nil),             // 35: skiff.v1.EndpointSpec
+	(*Mount)(nil),                    // 36: skiff.v1.Mount
+	(*HealthConfig)(nil),             // 37: skiff.v1.HealthConfig
+	(*Ulimit)(nil),                   // 38: skiff.v1.Ulimit
+	(*ContainerSpec)(nil),            // 39: skiff.v1.ContainerSpec
+	(*ServiceNetwork)(nil),           // 40: skiff.v1.ServiceNetwork
+	(*Link)(nil),                     // 41: skiff.v1.Link
+	(*Dependency)(nil),               // 42: skiff.v1.Dependency
+	(*ServiceSpec)(nil),              // 43: skiff.v1.ServiceSpec
+	(*UpdateStatus)(nil),             // 44: skiff.v1.UpdateStatus
+	(*VersionedSpec)(nil),            // 45: skiff.v1.VersionedSpec
+	(*ServiceStatus)(nil),            // 46: skiff.v1.ServiceStatus
+	(*Service)(nil),                  // 47: skiff.v1.Service
+	(*Stack)(nil),                    // 48: skiff.v1.Stack
+	(*StackSpec)(nil),                // 49: skiff.v1.StackSpec
+	(*TaskStatus)(nil),               // 50: skiff.v1.TaskStatus
+	(*PortBinding)(nil),              // 51: skiff.v1.PortBinding
+	(*Task)(nil),                     // 52: skiff.v1.Task
+	(*Cluster)(nil),                  // 53: skiff.v1.Cluster
+	(*StoreAction)(nil),              // 54: skiff.v1.StoreAction
+	(*TaskStatusUpdate)(nil),         // 55: skiff.v1.TaskStatusUpdate
+	(*TaskDesiredUpdate)(nil),        // 56: skiff.v1.TaskDesiredUpdate
+	(*NodeStatusUpdate)(nil),         // 57: skiff.v1.NodeStatusUpdate
+	(*NodeAttachmentUpdate)(nil),     // 58: skiff.v1.NodeAttachmentUpdate
+	(*TaskPlacement)(nil),            // 59: skiff.v1.TaskPlacement
+	(*Command)(nil),                  // 60: skiff.v1.Command
+	(*ServiceChange)(nil),            // 61: skiff.v1.ServiceChange
+	(*DeployStackRequest)(nil),       // 62: skiff.v1.DeployStackRequest
+	(*DeployStackResponse)(nil),      // 63: skiff.v1.DeployStackResponse
+	(*RemoveStackRequest)(nil),       // 64: skiff.v1.RemoveStackRequest
+	(*RemoveStackResponse)(nil),      // 65: skiff.v1.RemoveStackResponse
+	(*ListStacksRequest)(nil),        // 66: skiff.v1.ListStacksRequest
+	(*StackSummary)(nil),             // 67: skiff.v1.StackSummary
+	(*ListStacksResponse)(nil),       // 68: skiff.v1.ListStacksResponse
+	(*ListServicesRequest)(nil),      // 69: skiff.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),     // 70: skiff.v1.ListServicesResponse
+	(*GetServiceRequest)(nil),        // 71: skiff.v1.GetServiceRequest
+	(*UpdateServiceRequest)(nil),     // 72: skiff.v1.UpdateServiceRequest
+	(*UpdateServiceResponse)(nil),    // 73: skiff.v1.UpdateServiceResponse
+	(*ListTasksRequest)(nil),         // 74: skiff.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),        // 75: skiff.v1.ListTasksResponse
+	(*ListNodesRequest)(nil),         // 76: skiff.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),        // 77: skiff.v1.ListNodesResponse
+	(*GetNodeRequest)(nil),           // 78: skiff.v1.GetNodeRequest
+	(*UpdateNodeRequest)(nil),        // 79: skiff.v1.UpdateNodeRequest
+	(*RemoveNodeRequest)(nil),        // 80: skiff.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),       // 81: skiff.v1.RemoveNodeResponse
+	(*JoinManagerRequest)(nil),       // 82: skiff.v1.JoinManagerRequest
+	(*JoinManagerResponse)(nil),      // 83: skiff.v1.JoinManagerResponse
+	(*JoinTokensRequest)(nil),        // 84: skiff.v1.JoinTokensRequest
+	(*JoinTokensResponse)(nil),       // 85: skiff.v1.JoinTokensResponse
+	(*UpdateClusterRequest)(nil),     // 86: skiff.v1.UpdateClusterRequest
+	(*ClusterInfoRequest)(nil),       // 87: skiff.v1.ClusterInfoRequest
+	(*ManagerInfo)(nil),              // 88: skiff.v1.ManagerInfo
+	(*ClusterInfoResponse)(nil),      // 89: skiff.v1.ClusterInfoResponse
+	(*WatchRequest)(nil),             // 90: skiff.v1.WatchRequest
+	(*WatchEvent)(nil),               // 91: skiff.v1.WatchEvent
+	(*ServiceLogsRequest)(nil),       // 92: skiff.v1.ServiceLogsRequest
+	(*LogMessage)(nil),               // 93: skiff.v1.LogMessage
+	(*AgentMessage)(nil),             // 94: skiff.v1.AgentMessage
+	(*Register)(nil),                 // 95: skiff.v1.Register
+	(*Heartbeat)(nil),                // 96: skiff.v1.Heartbeat
+	(*TaskStatusBatch)(nil),          // 97: skiff.v1.TaskStatusBatch
+	(*ManagerMessage)(nil),           // 98: skiff.v1.ManagerMessage
+	(*DownNodes)(nil),                // 99: skiff.v1.DownNodes
+	(*SessionAccepted)(nil),          // 100: skiff.v1.SessionAccepted
+	(*HeartbeatAck)(nil),             // 101: skiff.v1.HeartbeatAck
+	(*Redirect)(nil),                 // 102: skiff.v1.Redirect
+	(*Assignment)(nil),               // 103: skiff.v1.Assignment
+	(*Assignments)(nil),              // 104: skiff.v1.Assignments
+	(*LogSubscription)(nil),          // 105: skiff.v1.LogSubscription
+	(*PublishLogsMessage)(nil),       // 106: skiff.v1.PublishLogsMessage
+	(*PublishLogsResponse)(nil),      // 107: skiff.v1.PublishLogsResponse
+	(*IssueCertificateRequest)(nil),  // 108: skiff.v1.IssueCertificateRequest
+	(*IssueCertificateResponse)(nil), // 109: skiff.v1.IssueCertificateResponse
+	(*RenewCertificateRequest)(nil),  // 110: skiff.v1.RenewCertificateRequest
+	(*HelloRequest)(nil),             // 111: skiff.v1.HelloRequest
+	(*HelloResponse)(nil),            // 112: skiff.v1.HelloResponse
+	nil,                              // 113: skiff.v1.NodeSpec.LabelsEntry
+	nil,                              // 114: skiff.v1.NodeDescription.EngineLabelsEntry
+	nil,                              // 115: skiff.v1.NetworkSpec.LabelsEntry
+	nil,                              // 116: skiff.v1.Mount.VolumeLabelsEntry
+	nil,                              // 117: skiff.v1.Mount.VolumeDriverOptsEntry
+	nil,                              // 118: skiff.v1.ContainerSpec.LabelsEntry
+	nil,                              // 119: skiff.v1.ContainerSpec.SysctlsEntry
+	nil,                              // 120: skiff.v1.ServiceSpec.LabelsEntry
+	nil,                              // 121: skiff.v1.Stack.LabelsEntry
+	nil,                              // 122: skiff.v1.StackSpec.LabelsEntry
+	nil,                              // 123: skiff.v1.UpdateNodeRequest.LabelAddEntry
 }
 var file_skiff_proto_depIdxs = []int32{
 	1,   // 0: skiff.v1.NodeSpec.availability:type_name -> skiff.v1.NodeAvailability
-	105, // 1: skiff.v1.NodeSpec.labels:type_name -> skiff.v1.NodeSpec.LabelsEntry
+	113, // 1: skiff.v1.NodeSpec.labels:type_name -> skiff.v1.NodeSpec.LabelsEntry
 	21,  // 2: skiff.v1.NodeDescription.resources:type_name -> skiff.v1.Resources
-	106, // 3: skiff.v1.NodeDescription.engine_labels:type_name -> skiff.v1.NodeDescription.EngineLabelsEntry
+	114, // 3: skiff.v1.NodeDescription.engine_labels:type_name -> skiff.v1.NodeDescription.EngineLabelsEntry
 	2,   // 4: skiff.v1.NodeStatus.state:type_name -> skiff.v1.NodeState
 	3,   // 5: skiff.v1.ManagerStatus.reachability:type_name -> skiff.v1.Reachability
 	20,  // 6: skiff.v1.Node.meta:type_name -> skiff.v1.Meta
@@ -8043,156 +8577,168 @@ var file_skiff_proto_depIdxs = []int32{
 	24,  // 10: skiff.v1.Node.status:type_name -> skiff.v1.NodeStatus
 	25,  // 11: skiff.v1.Node.manager_status:type_name -> skiff.v1.ManagerStatus
 	26,  // 12: skiff.v1.Node.attachments:type_name -> skiff.v1.NetworkAttachment
-	107, // 13: skiff.v1.NetworkSpec.labels:type_name -> skiff.v1.NetworkSpec.LabelsEntry
-	20,  // 14: skiff.v1.Network.meta:type_name -> skiff.v1.Meta
-	28,  // 15: skiff.v1.Network.spec:type_name -> skiff.v1.NetworkSpec
-	5,   // 16: skiff.v1.RestartPolicy.condition:type_name -> skiff.v1.RestartCondition
-	7,   // 17: skiff.v1.UpdateConfig.failure_action:type_name -> skiff.v1.FailureAction
-	6,   // 18: skiff.v1.UpdateConfig.order:type_name -> skiff.v1.UpdateOrder
-	32,  // 19: skiff.v1.Placement.preferences:type_name -> skiff.v1.PlacementPreference
-	8,   // 20: skiff.v1.PortConfig.protocol:type_name -> skiff.v1.Protocol
-	9,   // 21: skiff.v1.PortConfig.publish_mode:type_name -> skiff.v1.PublishMode
-	10,  // 22: skiff.v1.EndpointSpec.mode:type_name -> skiff.v1.EndpointMode
-	34,  // 23: skiff.v1.EndpointSpec.ports:type_name -> skiff.v1.PortConfig
-	11,  // 24: skiff.v1.Mount.type:type_name -> skiff.v1.MountType
-	108, // 25: skiff.v1.Mount.volume_labels:type_name -> skiff.v1.Mount.VolumeLabelsEntry
-	109, // 26: skiff.v1.Mount.volume_driver_opts:type_name -> skiff.v1.Mount.VolumeDriverOptsEntry
-	110, // 27: skiff.v1.ContainerSpec.labels:type_name -> skiff.v1.ContainerSpec.LabelsEntry
-	36,  // 28: skiff.v1.ContainerSpec.mounts:type_name -> skiff.v1.Mount
-	37,  // 29: skiff.v1.ContainerSpec.healthcheck:type_name -> skiff.v1.HealthConfig
-	111, // 30: skiff.v1.ContainerSpec.sysctls:type_name -> skiff.v1.ContainerSpec.SysctlsEntry
-	38,  // 31: skiff.v1.ContainerSpec.ulimits:type_name -> skiff.v1.Ulimit
-	12,  // 32: skiff.v1.Dependency.condition:type_name -> skiff.v1.DependencyCondition
-	112, // 33: skiff.v1.ServiceSpec.labels:type_name -> skiff.v1.ServiceSpec.LabelsEntry
-	39,  // 34: skiff.v1.ServiceSpec.container:type_name -> skiff.v1.ContainerSpec
-	4,   // 35: skiff.v1.ServiceSpec.mode:type_name -> skiff.v1.ServiceMode
-	30,  // 36: skiff.v1.ServiceSpec.restart_policy:type_name -> skiff.v1.RestartPolicy
-	31,  // 37: skiff.v1.ServiceSpec.update_config:type_name -> skiff.v1.UpdateConfig
-	31,  // 38: skiff.v1.ServiceSpec.rollback_config:type_name -> skiff.v1.UpdateConfig
-	33,  // 39: skiff.v1.ServiceSpec.placement:type_name -> skiff.v1.Placement
-	21,  // 40: skiff.v1.ServiceSpec.reservations:type_name -> skiff.v1.Resources
-	21,  // 41: skiff.v1.ServiceSpec.limits:type_name -> skiff.v1.Resources
-	35,  // 42: skiff.v1.ServiceSpec.endpoint:type_name -> skiff.v1.EndpointSpec
-	40,  // 43: skiff.v1.ServiceSpec.networks:type_name -> skiff.v1.ServiceNetwork
-	41,  // 44: skiff.v1.ServiceSpec.links:type_name -> skiff.v1.Link
-	42,  // 45: skiff.v1.ServiceSpec.depends_on:type_name -> skiff.v1.Dependency
-	13,  // 46: skiff.v1.UpdateStatus.state:type_name -> skiff.v1.UpdateState
-	43,  // 47: skiff.v1.VersionedSpec.spec:type_name -> skiff.v1.ServiceSpec
-	20,  // 48: skiff.v1.Service.meta:type_name -> skiff.v1.Meta
-	43,  // 49: skiff.v1.Service.spec:type_name -> skiff.v1.ServiceSpec
-	45,  // 50: skiff.v1.Service.previous_specs:type_name -> skiff.v1.VersionedSpec
-	44,  // 51: skiff.v1.Service.update_status:type_name -> skiff.v1.UpdateStatus
-	26,  // 52: skiff.v1.Service.vips:type_name -> skiff.v1.NetworkAttachment
-	46,  // 53: skiff.v1.Service.status:type_name -> skiff.v1.ServiceStatus
-	20,  // 54: skiff.v1.Stack.meta:type_name -> skiff.v1.Meta
-	113, // 55: skiff.v1.Stack.labels:type_name -> skiff.v1.Stack.LabelsEntry
-	114, // 56: skiff.v1.StackSpec.labels:type_name -> skiff.v1.StackSpec.LabelsEntry
-	43,  // 57: skiff.v1.StackSpec.services:type_name -> skiff.v1.ServiceSpec
-	28,  // 58: skiff.v1.StackSpec.networks:type_name -> skiff.v1.NetworkSpec
-	14,  // 59: skiff.v1.TaskStatus.state:type_name -> skiff.v1.TaskState
-	15,  // 60: skiff.v1.TaskStatus.health:type_name -> skiff.v1.HealthState
-	8,   // 61: skiff.v1.PortBinding.protocol:type_name -> skiff.v1.Protocol
-	20,  // 62: skiff.v1.Task.meta:type_name -> skiff.v1.Meta
-	14,  // 63: skiff.v1.Task.desired_state:type_name -> skiff.v1.TaskState
-	50,  // 64: skiff.v1.Task.status:type_name -> skiff.v1.TaskStatus
-	26,  // 65: skiff.v1.Task.networks:type_name -> skiff.v1.NetworkAttachment
-	51,  // 66: skiff.v1.Task.ports:type_name -> skiff.v1.PortBinding
-	20,  // 67: skiff.v1.Cluster.meta:type_name -> skiff.v1.Meta
-	53,  // 68: skiff.v1.StoreAction.put_cluster:type_name -> skiff.v1.Cluster
-	27,  // 69: skiff.v1.StoreAction.put_node:type_name -> skiff.v1.Node
-	29,  // 70: skiff.v1.StoreAction.put_network:type_name -> skiff.v1.Network
-	48,  // 71: skiff.v1.StoreAction.put_stack:type_name -> skiff.v1.Stack
-	47,  // 72: skiff.v1.StoreAction.put_service:type_name -> skiff.v1.Service
-	52,  // 73: skiff.v1.StoreAction.put_task:type_name -> skiff.v1.Task
-	55,  // 74: skiff.v1.StoreAction.task_status:type_name -> skiff.v1.TaskStatusUpdate
-	56,  // 75: skiff.v1.StoreAction.task_desired:type_name -> skiff.v1.TaskDesiredUpdate
-	57,  // 76: skiff.v1.StoreAction.node_status:type_name -> skiff.v1.NodeStatusUpdate
-	59,  // 77: skiff.v1.StoreAction.task_placement:type_name -> skiff.v1.TaskPlacement
-	58,  // 78: skiff.v1.StoreAction.node_attachment:type_name -> skiff.v1.NodeAttachmentUpdate
-	50,  // 79: skiff.v1.TaskStatusUpdate.status:type_name -> skiff.v1.TaskStatus
-	14,  // 80: skiff.v1.TaskDesiredUpdate.desired_state:type_name -> skiff.v1.TaskState
-	24,  // 81: skiff.v1.NodeStatusUpdate.status:type_name -> skiff.v1.NodeStatus
-	26,  // 82: skiff.v1.NodeAttachmentUpdate.attachment:type_name -> skiff.v1.NetworkAttachment
-	50,  // 83: skiff.v1.TaskPlacement.status:type_name -> skiff.v1.TaskStatus
-	51,  // 84: skiff.v1.TaskPlacement.ports:type_name -> skiff.v1.PortBinding
-	54,  // 85: skiff.v1.Command.actions:type_name -> skiff.v1.StoreAction
-	16,  // 86: skiff.v1.ServiceChange.kind:type_name -> skiff.v1.ServiceChangeKind
-	49,  // 87: skiff.v1.DeployStackRequest.spec:type_name -> skiff.v1.StackSpec
-	48,  // 88: skiff.v1.DeployStackResponse.stack:type_name -> skiff.v1.Stack
-	61,  // 89: skiff.v1.DeployStackResponse.changes:type_name -> skiff.v1.ServiceChange
-	48,  // 90: skiff.v1.StackSummary.stack:type_name -> skiff.v1.Stack
-	67,  // 91: skiff.v1.ListStacksResponse.stacks:type_name -> skiff.v1.StackSummary
-	47,  // 92: skiff.v1.ListServicesResponse.services:type_name -> skiff.v1.Service
-	47,  // 93: skiff.v1.UpdateServiceResponse.service:type_name -> skiff.v1.Service
-	52,  // 94: skiff.v1.ListTasksResponse.tasks:type_name -> skiff.v1.Task
-	27,  // 95: skiff.v1.ListNodesResponse.nodes:type_name -> skiff.v1.Node
-	1,   // 96: skiff.v1.UpdateNodeRequest.availability:type_name -> skiff.v1.NodeAvailability
-	115, // 97: skiff.v1.UpdateNodeRequest.label_add:type_name -> skiff.v1.UpdateNodeRequest.LabelAddEntry
-	3,   // 98: skiff.v1.ManagerInfo.reachability:type_name -> skiff.v1.Reachability
-	85,  // 99: skiff.v1.ClusterInfoResponse.managers:type_name -> skiff.v1.ManagerInfo
-	17,  // 100: skiff.v1.WatchRequest.kinds:type_name -> skiff.v1.WatchKind
-	18,  // 101: skiff.v1.WatchEvent.action:type_name -> skiff.v1.WatchAction
-	52,  // 102: skiff.v1.WatchEvent.task:type_name -> skiff.v1.Task
-	47,  // 103: skiff.v1.WatchEvent.service:type_name -> skiff.v1.Service
-	27,  // 104: skiff.v1.WatchEvent.node:type_name -> skiff.v1.Node
-	19,  // 105: skiff.v1.LogMessage.stream:type_name -> skiff.v1.LogStream
-	92,  // 106: skiff.v1.AgentMessage.register:type_name -> skiff.v1.Register
-	93,  // 107: skiff.v1.AgentMessage.heartbeat:type_name -> skiff.v1.Heartbeat
-	94,  // 108: skiff.v1.AgentMessage.statuses:type_name -> skiff.v1.TaskStatusBatch
-	23,  // 109: skiff.v1.Register.description:type_name -> skiff.v1.NodeDescription
-	55,  // 110: skiff.v1.TaskStatusBatch.updates:type_name -> skiff.v1.TaskStatusUpdate
-	97,  // 111: skiff.v1.ManagerMessage.accepted:type_name -> skiff.v1.SessionAccepted
-	101, // 112: skiff.v1.ManagerMessage.assignments:type_name -> skiff.v1.Assignments
-	99,  // 113: skiff.v1.ManagerMessage.redirect:type_name -> skiff.v1.Redirect
-	102, // 114: skiff.v1.ManagerMessage.log_subscription:type_name -> skiff.v1.LogSubscription
-	98,  // 115: skiff.v1.ManagerMessage.heartbeat_ack:type_name -> skiff.v1.HeartbeatAck
-	96,  // 116: skiff.v1.ManagerMessage.down_nodes:type_name -> skiff.v1.DownNodes
-	52,  // 117: skiff.v1.Assignment.task:type_name -> skiff.v1.Task
-	43,  // 118: skiff.v1.Assignment.spec:type_name -> skiff.v1.ServiceSpec
-	29,  // 119: skiff.v1.Assignment.networks:type_name -> skiff.v1.Network
-	100, // 120: skiff.v1.Assignments.updated:type_name -> skiff.v1.Assignment
-	26,  // 121: skiff.v1.Assignments.node_attachments:type_name -> skiff.v1.NetworkAttachment
-	29,  // 122: skiff.v1.Assignments.node_networks:type_name -> skiff.v1.Network
-	90,  // 123: skiff.v1.PublishLogsMessage.messages:type_name -> skiff.v1.LogMessage
-	62,  // 124: skiff.v1.Control.DeployStack:input_type -> skiff.v1.DeployStackRequest
-	64,  // 125: skiff.v1.Control.RemoveStack:input_type -> skiff.v1.RemoveStackRequest
-	66,  // 126: skiff.v1.Control.ListStacks:input_type -> skiff.v1.ListStacksRequest
-	69,  // 127: skiff.v1.Control.ListServices:input_type -> skiff.v1.ListServicesRequest
-	71,  // 128: skiff.v1.Control.GetService:input_type -> skiff.v1.GetServiceRequest
-	72,  // 129: skiff.v1.Control.UpdateService:input_type -> skiff.v1.UpdateServiceRequest
-	74,  // 130: skiff.v1.Control.ListTasks:input_type -> skiff.v1.ListTasksRequest
-	76,  // 131: skiff.v1.Control.ListNodes:input_type -> skiff.v1.ListNodesRequest
-	78,  // 132: skiff.v1.Control.GetNode:input_type -> skiff.v1.GetNodeRequest
-	79,  // 133: skiff.v1.Control.UpdateNode:input_type -> skiff.v1.UpdateNodeRequest
-	80,  // 134: skiff.v1.Control.RemoveNode:input_type -> skiff.v1.RemoveNodeRequest
-	84,  // 135: skiff.v1.Control.ClusterInfo:input_type -> skiff.v1.ClusterInfoRequest
-	82,  // 136: skiff.v1.Control.JoinManager:input_type -> skiff.v1.JoinManagerRequest
-	87,  // 137: skiff.v1.Control.Watch:input_type -> skiff.v1.WatchRequest
-	89,  // 138: skiff.v1.Control.ServiceLogs:input_type -> skiff.v1.ServiceLogsRequest
-	91,  // 139: skiff.v1.Dispatcher.Session:input_type -> skiff.v1.AgentMessage
-	103, // 140: skiff.v1.Dispatcher.PublishLogs:input_type -> skiff.v1.PublishLogsMessage
-	63,  // 141: skiff.v1.Control.DeployStack:output_type -> skiff.v1.DeployStackResponse
-	65,  // 142: skiff.v1.Control.RemoveStack:output_type -> skiff.v1.RemoveStackResponse
-	68,  // 143: skiff.v1.Control.ListStacks:output_type -> skiff.v1.ListStacksResponse
-	70,  // 144: skiff.v1.Control.ListServices:output_type -> skiff.v1.ListServicesResponse
-	47,  // 145: skiff.v1.Control.GetService:output_type -> skiff.v1.Service
-	73,  // 146: skiff.v1.Control.UpdateService:output_type -> skiff.v1.UpdateServiceResponse
-	75,  // 147: skiff.v1.Control.ListTasks:output_type -> skiff.v1.ListTasksResponse
-	77,  // 148: skiff.v1.Control.ListNodes:output_type -> skiff.v1.ListNodesResponse
-	27,  // 149: skiff.v1.Control.GetNode:output_type -> skiff.v1.Node
-	27,  // 150: skiff.v1.Control.UpdateNode:output_type -> skiff.v1.Node
-	81,  // 151: skiff.v1.Control.RemoveNode:output_type -> skiff.v1.RemoveNodeResponse
-	86,  // 152: skiff.v1.Control.ClusterInfo:output_type -> skiff.v1.ClusterInfoResponse
-	83,  // 153: skiff.v1.Control.JoinManager:output_type -> skiff.v1.JoinManagerResponse
-	88,  // 154: skiff.v1.Control.Watch:output_type -> skiff.v1.WatchEvent
-	90,  // 155: skiff.v1.Control.ServiceLogs:output_type -> skiff.v1.LogMessage
-	95,  // 156: skiff.v1.Dispatcher.Session:output_type -> skiff.v1.ManagerMessage
-	104, // 157: skiff.v1.Dispatcher.PublishLogs:output_type -> skiff.v1.PublishLogsResponse
-	141, // [141:158] is the sub-list for method output_type
-	124, // [124:141] is the sub-list for method input_type
-	124, // [124:124] is the sub-list for extension type_name
-	124, // [124:124] is the sub-list for extension extendee
-	0,   // [0:124] is the sub-list for field type_name
+	0,   // 13: skiff.v1.Node.certified:type_name -> skiff.v1.NodeRole
+	115, // 14: skiff.v1.NetworkSpec.labels:type_name -> skiff.v1.NetworkSpec.LabelsEntry
+	20,  // 15: skiff.v1.Network.meta:type_name -> skiff.v1.Meta
+	28,  // 16: skiff.v1.Network.spec:type_name -> skiff.v1.NetworkSpec
+	5,   // 17: skiff.v1.RestartPolicy.condition:type_name -> skiff.v1.RestartCondition
+	7,   // 18: skiff.v1.UpdateConfig.failure_action:type_name -> skiff.v1.FailureAction
+	6,   // 19: skiff.v1.UpdateConfig.order:type_name -> skiff.v1.UpdateOrder
+	32,  // 20: skiff.v1.Placement.preferences:type_name -> skiff.v1.PlacementPreference
+	8,   // 21: skiff.v1.PortConfig.protocol:type_name -> skiff.v1.Protocol
+	9,   // 22: skiff.v1.PortConfig.publish_mode:type_name -> skiff.v1.PublishMode
+	10,  // 23: skiff.v1.EndpointSpec.mode:type_name -> skiff.v1.EndpointMode
+	34,  // 24: skiff.v1.EndpointSpec.ports:type_name -> skiff.v1.PortConfig
+	11,  // 25: skiff.v1.Mount.type:type_name -> skiff.v1.MountType
+	116, // 26: skiff.v1.Mount.volume_labels:type_name -> skiff.v1.Mount.VolumeLabelsEntry
+	117, // 27: skiff.v1.Mount.volume_driver_opts:type_name -> skiff.v1.Mount.VolumeDriverOptsEntry
+	118, // 28: skiff.v1.ContainerSpec.labels:type_name -> skiff.v1.ContainerSpec.LabelsEntry
+	36,  // 29: skiff.v1.ContainerSpec.mounts:type_name -> skiff.v1.Mount
+	37,  // 30: skiff.v1.ContainerSpec.healthcheck:type_name -> skiff.v1.HealthConfig
+	119, // 31: skiff.v1.ContainerSpec.sysctls:type_name -> skiff.v1.ContainerSpec.SysctlsEntry
+	38,  // 32: skiff.v1.ContainerSpec.ulimits:type_name -> skiff.v1.Ulimit
+	12,  // 33: skiff.v1.Dependency.condition:type_name -> skiff.v1.DependencyCondition
+	120, // 34: skiff.v1.ServiceSpec.labels:type_name -> skiff.v1.ServiceSpec.LabelsEntry
+	39,  // 35: skiff.v1.ServiceSpec.container:type_name -> skiff.v1.ContainerSpec
+	4,   // 36: skiff.v1.ServiceSpec.mode:type_name -> skiff.v1.ServiceMode
+	30,  // 37: skiff.v1.ServiceSpec.restart_policy:type_name -> skiff.v1.RestartPolicy
+	31,  // 38: skiff.v1.ServiceSpec.update_config:type_name -> skiff.v1.UpdateConfig
+	31,  // 39: skiff.v1.ServiceSpec.rollback_config:type_name -> skiff.v1.UpdateConfig
+	33,  // 40: skiff.v1.ServiceSpec.placement:type_name -> skiff.v1.Placement
+	21,  // 41: skiff.v1.ServiceSpec.reservations:type_name -> skiff.v1.Resources
+	21,  // 42: skiff.v1.ServiceSpec.limits:type_name -> skiff.v1.Resources
+	35,  // 43: skiff.v1.ServiceSpec.endpoint:type_name -> skiff.v1.EndpointSpec
+	40,  // 44: skiff.v1.ServiceSpec.networks:type_name -> skiff.v1.ServiceNetwork
+	41,  // 45: skiff.v1.ServiceSpec.links:type_name -> skiff.v1.Link
+	42,  // 46: skiff.v1.ServiceSpec.depends_on:type_name -> skiff.v1.Dependency
+	13,  // 47: skiff.v1.UpdateStatus.state:type_name -> skiff.v1.UpdateState
+	43,  // 48: skiff.v1.VersionedSpec.spec:type_name -> skiff.v1.ServiceSpec
+	20,  // 49: skiff.v1.Service.meta:type_name -> skiff.v1.Meta
+	43,  // 50: skiff.v1.Service.spec:type_name -> skiff.v1.ServiceSpec
+	45,  // 51: skiff.v1.Service.previous_specs:type_name -> skiff.v1.VersionedSpec
+	44,  // 52: skiff.v1.Service.update_status:type_name -> skiff.v1.UpdateStatus
+	26,  // 53: skiff.v1.Service.vips:type_name -> skiff.v1.NetworkAttachment
+	46,  // 54: skiff.v1.Service.status:type_name -> skiff.v1.ServiceStatus
+	20,  // 55: skiff.v1.Stack.meta:type_name -> skiff.v1.Meta
+	121, // 56: skiff.v1.Stack.labels:type_name -> skiff.v1.Stack.LabelsEntry
+	122, // 57: skiff.v1.StackSpec.labels:type_name -> skiff.v1.StackSpec.LabelsEntry
+	43,  // 58: skiff.v1.StackSpec.services:type_name -> skiff.v1.ServiceSpec
+	28,  // 59: skiff.v1.StackSpec.networks:type_name -> skiff.v1.NetworkSpec
+	14,  // 60: skiff.v1.TaskStatus.state:type_name -> skiff.v1.TaskState
+	15,  // 61: skiff.v1.TaskStatus.health:type_name -> skiff.v1.HealthState
+	8,   // 62: skiff.v1.PortBinding.protocol:type_name -> skiff.v1.Protocol
+	20,  // 63: skiff.v1.Task.meta:type_name -> skiff.v1.Meta
+	14,  // 64: skiff.v1.Task.desired_state:type_name -> skiff.v1.TaskState
+	50,  // 65: skiff.v1.Task.status:type_name -> skiff.v1.TaskStatus
+	26,  // 66: skiff.v1.Task.networks:type_name -> skiff.v1.NetworkAttachment
+	51,  // 67: skiff.v1.Task.ports:type_name -> skiff.v1.PortBinding
+	20,  // 68: skiff.v1.Cluster.meta:type_name -> skiff.v1.Meta
+	53,  // 69: skiff.v1.StoreAction.put_cluster:type_name -> skiff.v1.Cluster
+	27,  // 70: skiff.v1.StoreAction.put_node:type_name -> skiff.v1.Node
+	29,  // 71: skiff.v1.StoreAction.put_network:type_name -> skiff.v1.Network
+	48,  // 72: skiff.v1.StoreAction.put_stack:type_name -> skiff.v1.Stack
+	47,  // 73: skiff.v1.StoreAction.put_service:type_name -> skiff.v1.Service
+	52,  // 74: skiff.v1.StoreAction.put_task:type_name -> skiff.v1.Task
+	55,  // 75: skiff.v1.StoreAction.task_status:type_name -> skiff.v1.TaskStatusUpdate
+	56,  // 76: skiff.v1.StoreAction.task_desired:type_name -> skiff.v1.TaskDesiredUpdate
+	57,  // 77: skiff.v1.StoreAction.node_status:type_name -> skiff.v1.NodeStatusUpdate
+	59,  // 78: skiff.v1.StoreAction.task_placement:type_name -> skiff.v1.TaskPlacement
+	58,  // 79: skiff.v1.StoreAction.node_attachment:type_name -> skiff.v1.NodeAttachmentUpdate
+	50,  // 80: skiff.v1.TaskStatusUpdate.status:type_name -> skiff.v1.TaskStatus
+	14,  // 81: skiff.v1.TaskDesiredUpdate.desired_state:type_name -> skiff.v1.TaskState
+	24,  // 82: skiff.v1.NodeStatusUpdate.status:type_name -> skiff.v1.NodeStatus
+	26,  // 83: skiff.v1.NodeAttachmentUpdate.attachment:type_name -> skiff.v1.NetworkAttachment
+	50,  // 84: skiff.v1.TaskPlacement.status:type_name -> skiff.v1.TaskStatus
+	51,  // 85: skiff.v1.TaskPlacement.ports:type_name -> skiff.v1.PortBinding
+	54,  // 86: skiff.v1.Command.actions:type_name -> skiff.v1.StoreAction
+	16,  // 87: skiff.v1.ServiceChange.kind:type_name -> skiff.v1.ServiceChangeKind
+	49,  // 88: skiff.v1.DeployStackRequest.spec:type_name -> skiff.v1.StackSpec
+	48,  // 89: skiff.v1.DeployStackResponse.stack:type_name -> skiff.v1.Stack
+	61,  // 90: skiff.v1.DeployStackResponse.changes:type_name -> skiff.v1.ServiceChange
+	48,  // 91: skiff.v1.StackSummary.stack:type_name -> skiff.v1.Stack
+	67,  // 92: skiff.v1.ListStacksResponse.stacks:type_name -> skiff.v1.StackSummary
+	47,  // 93: skiff.v1.ListServicesResponse.services:type_name -> skiff.v1.Service
+	47,  // 94: skiff.v1.UpdateServiceResponse.service:type_name -> skiff.v1.Service
+	52,  // 95: skiff.v1.ListTasksResponse.tasks:type_name -> skiff.v1.Task
+	27,  // 96: skiff.v1.ListNodesResponse.nodes:type_name -> skiff.v1.Node
+	1,   // 97: skiff.v1.UpdateNodeRequest.availability:type_name -> skiff.v1.NodeAvailability
+	123, // 98: skiff.v1.UpdateNodeRequest.label_add:type_name -> skiff.v1.UpdateNodeRequest.LabelAddEntry
+	3,   // 99: skiff.v1.ManagerInfo.reachability:type_name -> skiff.v1.Reachability
+	88,  // 100: skiff.v1.ClusterInfoResponse.managers:type_name -> skiff.v1.ManagerInfo
+	17,  // 101: skiff.v1.WatchRequest.kinds:type_name -> skiff.v1.WatchKind
+	18,  // 102: skiff.v1.WatchEvent.action:type_name -> skiff.v1.WatchAction
+	52,  // 103: skiff.v1.WatchEvent.task:type_name -> skiff.v1.Task
+	47,  // 104: skiff.v1.WatchEvent.service:type_name -> skiff.v1.Service
+	27,  // 105: skiff.v1.WatchEvent.node:type_name -> skiff.v1.Node
+	19,  // 106: skiff.v1.LogMessage.stream:type_name -> skiff.v1.LogStream
+	95,  // 107: skiff.v1.AgentMessage.register:type_name -> skiff.v1.Register
+	96,  // 108: skiff.v1.AgentMessage.heartbeat:type_name -> skiff.v1.Heartbeat
+	97,  // 109: skiff.v1.AgentMessage.statuses:type_name -> skiff.v1.TaskStatusBatch
+	23,  // 110: skiff.v1.Register.description:type_name -> skiff.v1.NodeDescription
+	55,  // 111: skiff.v1.TaskStatusBatch.updates:type_name -> skiff.v1.TaskStatusUpdate
+	100, // 112: skiff.v1.ManagerMessage.accepted:type_name -> skiff.v1.SessionAccepted
+	104, // 113: skiff.v1.ManagerMessage.assignments:type_name -> skiff.v1.Assignments
+	102, // 114: skiff.v1.ManagerMessage.redirect:type_name -> skiff.v1.Redirect
+	105, // 115: skiff.v1.ManagerMessage.log_subscription:type_name -> skiff.v1.LogSubscription
+	101, // 116: skiff.v1.ManagerMessage.heartbeat_ack:type_name -> skiff.v1.HeartbeatAck
+	99,  // 117: skiff.v1.ManagerMessage.down_nodes:type_name -> skiff.v1.DownNodes
+	52,  // 118: skiff.v1.Assignment.task:type_name -> skiff.v1.Task
+	43,  // 119: skiff.v1.Assignment.spec:type_name -> skiff.v1.ServiceSpec
+	29,  // 120: skiff.v1.Assignment.networks:type_name -> skiff.v1.Network
+	103, // 121: skiff.v1.Assignments.updated:type_name -> skiff.v1.Assignment
+	26,  // 122: skiff.v1.Assignments.node_attachments:type_name -> skiff.v1.NetworkAttachment
+	29,  // 123: skiff.v1.Assignments.node_networks:type_name -> skiff.v1.Network
+	93,  // 124: skiff.v1.PublishLogsMessage.messages:type_name -> skiff.v1.LogMessage
+	0,   // 125: skiff.v1.IssueCertificateRequest.role:type_name -> skiff.v1.NodeRole
+	62,  // 126: skiff.v1.Control.DeployStack:input_type -> skiff.v1.DeployStackRequest
+	64,  // 127: skiff.v1.Control.RemoveStack:input_type -> skiff.v1.RemoveStackRequest
+	66,  // 128: skiff.v1.Control.ListStacks:input_type -> skiff.v1.ListStacksRequest
+	69,  // 129: skiff.v1.Control.ListServices:input_type -> skiff.v1.ListServicesRequest
+	71,  // 130: skiff.v1.Control.GetService:input_type -> skiff.v1.GetServiceRequest
+	72,  // 131: skiff.v1.Control.UpdateService:input_type -> skiff.v1.UpdateServiceRequest
+	74,  // 132: skiff.v1.Control.ListTasks:input_type -> skiff.v1.ListTasksRequest
+	76,  // 133: skiff.v1.Control.ListNodes:input_type -> skiff.v1.ListNodesRequest
+	78,  // 134: skiff.v1.Control.GetNode:input_type -> skiff.v1.GetNodeRequest
+	79,  // 135: skiff.v1.Control.UpdateNode:input_type -> skiff.v1.UpdateNodeRequest
+	80,  // 136: skiff.v1.Control.RemoveNode:input_type -> skiff.v1.RemoveNodeRequest
+	87,  // 137: skiff.v1.Control.ClusterInfo:input_type -> skiff.v1.ClusterInfoRequest
+	82,  // 138: skiff.v1.Control.JoinManager:input_type -> skiff.v1.JoinManagerRequest
+	84,  // 139: skiff.v1.Control.JoinTokens:input_type -> skiff.v1.JoinTokensRequest
+	86,  // 140: skiff.v1.Control.UpdateCluster:input_type -> skiff.v1.UpdateClusterRequest
+	90,  // 141: skiff.v1.Control.Watch:input_type -> skiff.v1.WatchRequest
+	92,  // 142: skiff.v1.Control.ServiceLogs:input_type -> skiff.v1.ServiceLogsRequest
+	94,  // 143: skiff.v1.Dispatcher.Session:input_type -> skiff.v1.AgentMessage
+	106, // 144: skiff.v1.Dispatcher.PublishLogs:input_type -> skiff.v1.PublishLogsMessage
+	108, // 145: skiff.v1.NodeCA.IssueCertificate:input_type -> skiff.v1.IssueCertificateRequest
+	110, // 146: skiff.v1.NodeCA.RenewCertificate:input_type -> skiff.v1.RenewCertificateRequest
+	111, // 147: skiff.v1.Join.Hello:input_type -> skiff.v1.HelloRequest
+	63,  // 148: skiff.v1.Control.DeployStack:output_type -> skiff.v1.DeployStackResponse
+	65,  // 149: skiff.v1.Control.RemoveStack:output_type -> skiff.v1.RemoveStackResponse
+	68,  // 150: skiff.v1.Control.ListStacks:output_type -> skiff.v1.ListStacksResponse
+	70,  // 151: skiff.v1.Control.ListServices:output_type -> skiff.v1.ListServicesResponse
+	47,  // 152: skiff.v1.Control.GetService:output_type -> skiff.v1.Service
+	73,  // 153: skiff.v1.Control.UpdateService:output_type -> skiff.v1.UpdateServiceResponse
+	75,  // 154: skiff.v1.Control.ListTasks:output_type -> skiff.v1.ListTasksResponse
+	77,  // 155: skiff.v1.Control.ListNodes:output_type -> skiff.v1.ListNodesResponse
+	27,  // 156: skiff.v1.Control.GetNode:output_type -> skiff.v1.Node
+	27,  // 157: skiff.v1.Control.UpdateNode:output_type -> skiff.v1.Node
+	81,  // 158: skiff.v1.Control.RemoveNode:output_type -> skiff.v1.RemoveNodeResponse
+	89,  // 159: skiff.v1.Control.ClusterInfo:output_type -> skiff.v1.ClusterInfoResponse
+	83,  // 160: skiff.v1.Control.JoinManager:output_type -> skiff.v1.JoinManagerResponse
+	85,  // 161: skiff.v1.Control.JoinTokens:output_type -> skiff.v1.JoinTokensResponse
+	89,  // 162: skiff.v1.Control.UpdateCluster:output_type -> skiff.v1.ClusterInfoResponse
+	91,  // 163: skiff.v1.Control.Watch:output_type -> skiff.v1.WatchEvent
+	93,  // 164: skiff.v1.Control.ServiceLogs:output_type -> skiff.v1.LogMessage
+	98,  // 165: skiff.v1.Dispatcher.Session:output_type -> skiff.v1.ManagerMessage
+	107, // 166: skiff.v1.Dispatcher.PublishLogs:output_type -> skiff.v1.PublishLogsResponse
+	109, // 167: skiff.v1.NodeCA.IssueCertificate:output_type -> skiff.v1.IssueCertificateResponse
+	109, // 168: skiff.v1.NodeCA.RenewCertificate:output_type -> skiff.v1.IssueCertificateResponse
+	112, // 169: skiff.v1.Join.Hello:output_type -> skiff.v1.HelloResponse
+	148, // [148:170] is the sub-list for method output_type
+	126, // [126:148] is the sub-list for method input_type
+	126, // [126:126] is the sub-list for extension type_name
+	126, // [126:126] is the sub-list for extension extendee
+	0,   // [0:126] is the sub-list for field type_name
 }
 
 func init() { file_skiff_proto_init() }
@@ -8220,17 +8766,17 @@ func file_skiff_proto_init() {
 	}
 	file_skiff_proto_msgTypes[52].OneofWrappers = []any{}
 	file_skiff_proto_msgTypes[59].OneofWrappers = []any{}
-	file_skiff_proto_msgTypes[68].OneofWrappers = []any{
+	file_skiff_proto_msgTypes[71].OneofWrappers = []any{
 		(*WatchEvent_Task)(nil),
 		(*WatchEvent_Service)(nil),
 		(*WatchEvent_Node)(nil),
 	}
-	file_skiff_proto_msgTypes[71].OneofWrappers = []any{
+	file_skiff_proto_msgTypes[74].OneofWrappers = []any{
 		(*AgentMessage_Register)(nil),
 		(*AgentMessage_Heartbeat)(nil),
 		(*AgentMessage_Statuses)(nil),
 	}
-	file_skiff_proto_msgTypes[75].OneofWrappers = []any{
+	file_skiff_proto_msgTypes[78].OneofWrappers = []any{
 		(*ManagerMessage_Accepted)(nil),
 		(*ManagerMessage_Assignments)(nil),
 		(*ManagerMessage_Redirect)(nil),
@@ -8244,9 +8790,9 @@ func file_skiff_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_proto_rawDesc), len(file_skiff_proto_rawDesc)),
 			NumEnums:      20,
-			NumMessages:   96,
+			NumMessages:   104,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   4,
 		},
 		GoTypes:           file_skiff_proto_goTypes,
 		DependencyIndexes: file_skiff_proto_depIdxs,

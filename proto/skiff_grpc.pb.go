@@ -50,6 +50,8 @@ const (
 	Control_RemoveNode_FullMethodName    = "/skiff.v1.Control/RemoveNode"
 	Control_ClusterInfo_FullMethodName   = "/skiff.v1.Control/ClusterInfo"
 	Control_JoinManager_FullMethodName   = "/skiff.v1.Control/JoinManager"
+	Control_JoinTokens_FullMethodName    = "/skiff.v1.Control/JoinTokens"
+	Control_UpdateCluster_FullMethodName = "/skiff.v1.Control/UpdateCluster"
 	Control_Watch_FullMethodName         = "/skiff.v1.Control/Watch"
 	Control_ServiceLogs_FullMethodName   = "/skiff.v1.Control/ServiceLogs"
 )
@@ -76,6 +78,10 @@ type ControlClient interface {
 	// JoinManager adds a manager to the Raft configuration as a voter. A new
 	// manager started with --join calls it on any manager it found by gossip.
 	JoinManager(ctx context.Context, in *JoinManagerRequest, opts ...grpc.CallOption) (*JoinManagerResponse, error)
+	// JoinTokens prints, and rotates, the join tokens.
+	JoinTokens(ctx context.Context, in *JoinTokensRequest, opts ...grpc.CallOption) (*JoinTokensResponse, error)
+	// UpdateCluster changes cluster-wide settings.
+	UpdateCluster(ctx context.Context, in *UpdateClusterRequest, opts ...grpc.CallOption) (*ClusterInfoResponse, error)
 	// Watch streams changes to stored objects, for progress displays.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error)
 	// ServiceLogs streams the container logs of a service's tasks, gathered
@@ -221,6 +227,26 @@ func (c *controlClient) JoinManager(ctx context.Context, in *JoinManagerRequest,
 	return out, nil
 }
 
+func (c *controlClient) JoinTokens(ctx context.Context, in *JoinTokensRequest, opts ...grpc.CallOption) (*JoinTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinTokensResponse)
+	err := c.cc.Invoke(ctx, Control_JoinTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) UpdateCluster(ctx context.Context, in *UpdateClusterRequest, opts ...grpc.CallOption) (*ClusterInfoResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterInfoResponse)
+	err := c.cc.Invoke(ctx, Control_UpdateCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *controlClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Control_ServiceDesc.Streams[0], Control_Watch_FullMethodName, cOpts...)
@@ -281,6 +307,10 @@ type ControlServer interface {
 	// JoinManager adds a manager to the Raft configuration as a voter. A new
 	// manager started with --join calls it on any manager it found by gossip.
 	JoinManager(context.Context, *JoinManagerRequest) (*JoinManagerResponse, error)
+	// JoinTokens prints, and rotates, the join tokens.
+	JoinTokens(context.Context, *JoinTokensRequest) (*JoinTokensResponse, error)
+	// UpdateCluster changes cluster-wide settings.
+	UpdateCluster(context.Context, *UpdateClusterRequest) (*ClusterInfoResponse, error)
 	// Watch streams changes to stored objects, for progress displays.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error
 	// ServiceLogs streams the container logs of a service's tasks, gathered
@@ -334,6 +364,12 @@ func (UnimplementedControlServer) ClusterInfo(context.Context, *ClusterInfoReque
 }
 func (UnimplementedControlServer) JoinManager(context.Context, *JoinManagerRequest) (*JoinManagerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method JoinManager not implemented")
+}
+func (UnimplementedControlServer) JoinTokens(context.Context, *JoinTokensRequest) (*JoinTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method JoinTokens not implemented")
+}
+func (UnimplementedControlServer) UpdateCluster(context.Context, *UpdateClusterRequest) (*ClusterInfoResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateCluster not implemented")
 }
 func (UnimplementedControlServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
@@ -596,6 +632,42 @@ func _Control_JoinManager_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_JoinTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).JoinTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_JoinTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).JoinTokens(ctx, req.(*JoinTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_UpdateCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).UpdateCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_UpdateCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).UpdateCluster(ctx, req.(*UpdateClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Control_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -676,6 +748,14 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "JoinManager",
 			Handler:    _Control_JoinManager_Handler,
+		},
+		{
+			MethodName: "JoinTokens",
+			Handler:    _Control_JoinTokens_Handler,
+		},
+		{
+			MethodName: "UpdateCluster",
+			Handler:    _Control_UpdateCluster_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -831,5 +911,269 @@ var Dispatcher_ServiceDesc = grpc.ServiceDesc{
 			ClientStreams: true,
 		},
 	},
+	Metadata: "skiff.proto",
+}
+
+const (
+	NodeCA_IssueCertificate_FullMethodName = "/skiff.v1.NodeCA/IssueCertificate"
+	NodeCA_RenewCertificate_FullMethodName = "/skiff.v1.NodeCA/RenewCertificate"
+)
+
+// NodeCAClient is the client API for NodeCA service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// NodeCA issues the certificates every connection is authenticated with. It
+// is served on the managers' API port, beside Control and Dispatcher.
+type NodeCAClient interface {
+	// IssueCertificate gives a joining node its first certificate. It is the
+	// one call a client without a certificate may make; the join token
+	// authenticates it.
+	IssueCertificate(ctx context.Context, in *IssueCertificateRequest, opts ...grpc.CallOption) (*IssueCertificateResponse, error)
+	// RenewCertificate gives a node a new certificate for its identity before
+	// the current one expires; the current one authenticates it.
+	RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*IssueCertificateResponse, error)
+}
+
+type nodeCAClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewNodeCAClient(cc grpc.ClientConnInterface) NodeCAClient {
+	return &nodeCAClient{cc}
+}
+
+func (c *nodeCAClient) IssueCertificate(ctx context.Context, in *IssueCertificateRequest, opts ...grpc.CallOption) (*IssueCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueCertificateResponse)
+	err := c.cc.Invoke(ctx, NodeCA_IssueCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeCAClient) RenewCertificate(ctx context.Context, in *RenewCertificateRequest, opts ...grpc.CallOption) (*IssueCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueCertificateResponse)
+	err := c.cc.Invoke(ctx, NodeCA_RenewCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// NodeCAServer is the server API for NodeCA service.
+// All implementations must embed UnimplementedNodeCAServer
+// for forward compatibility.
+//
+// NodeCA issues the certificates every connection is authenticated with. It
+// is served on the managers' API port, beside Control and Dispatcher.
+type NodeCAServer interface {
+	// IssueCertificate gives a joining node its first certificate. It is the
+	// one call a client without a certificate may make; the join token
+	// authenticates it.
+	IssueCertificate(context.Context, *IssueCertificateRequest) (*IssueCertificateResponse, error)
+	// RenewCertificate gives a node a new certificate for its identity before
+	// the current one expires; the current one authenticates it.
+	RenewCertificate(context.Context, *RenewCertificateRequest) (*IssueCertificateResponse, error)
+	mustEmbedUnimplementedNodeCAServer()
+}
+
+// UnimplementedNodeCAServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedNodeCAServer struct{}
+
+func (UnimplementedNodeCAServer) IssueCertificate(context.Context, *IssueCertificateRequest) (*IssueCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueCertificate not implemented")
+}
+func (UnimplementedNodeCAServer) RenewCertificate(context.Context, *RenewCertificateRequest) (*IssueCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewCertificate not implemented")
+}
+func (UnimplementedNodeCAServer) mustEmbedUnimplementedNodeCAServer() {}
+func (UnimplementedNodeCAServer) testEmbeddedByValue()                {}
+
+// UnsafeNodeCAServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to NodeCAServer will
+// result in compilation errors.
+type UnsafeNodeCAServer interface {
+	mustEmbedUnimplementedNodeCAServer()
+}
+
+func RegisterNodeCAServer(s grpc.ServiceRegistrar, srv NodeCAServer) {
+	// If the following call panics, it indicates UnimplementedNodeCAServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&NodeCA_ServiceDesc, srv)
+}
+
+func _NodeCA_IssueCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeCAServer).IssueCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NodeCA_IssueCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeCAServer).IssueCertificate(ctx, req.(*IssueCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NodeCA_RenewCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeCAServer).RenewCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NodeCA_RenewCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeCAServer).RenewCertificate(ctx, req.(*RenewCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// NodeCA_ServiceDesc is the grpc.ServiceDesc for NodeCA service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var NodeCA_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "skiff.v1.NodeCA",
+	HandlerType: (*NodeCAServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "IssueCertificate",
+			Handler:    _NodeCA_IssueCertificate_Handler,
+		},
+		{
+			MethodName: "RenewCertificate",
+			Handler:    _NodeCA_RenewCertificate_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "skiff.proto",
+}
+
+const (
+	Join_Hello_FullMethodName = "/skiff.v1.Join/Hello"
+)
+
+// JoinClient is the client API for Join service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Join answers a joiner's first contact on any member's gossip port, over
+// TLS that the joiner checks against its token's CA digest.
+type JoinClient interface {
+	Hello(ctx context.Context, in *HelloRequest, opts ...grpc.CallOption) (*HelloResponse, error)
+}
+
+type joinClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewJoinClient(cc grpc.ClientConnInterface) JoinClient {
+	return &joinClient{cc}
+}
+
+func (c *joinClient) Hello(ctx context.Context, in *HelloRequest, opts ...grpc.CallOption) (*HelloResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HelloResponse)
+	err := c.cc.Invoke(ctx, Join_Hello_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// JoinServer is the server API for Join service.
+// All implementations must embed UnimplementedJoinServer
+// for forward compatibility.
+//
+// Join answers a joiner's first contact on any member's gossip port, over
+// TLS that the joiner checks against its token's CA digest.
+type JoinServer interface {
+	Hello(context.Context, *HelloRequest) (*HelloResponse, error)
+	mustEmbedUnimplementedJoinServer()
+}
+
+// UnimplementedJoinServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedJoinServer struct{}
+
+func (UnimplementedJoinServer) Hello(context.Context, *HelloRequest) (*HelloResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Hello not implemented")
+}
+func (UnimplementedJoinServer) mustEmbedUnimplementedJoinServer() {}
+func (UnimplementedJoinServer) testEmbeddedByValue()              {}
+
+// UnsafeJoinServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to JoinServer will
+// result in compilation errors.
+type UnsafeJoinServer interface {
+	mustEmbedUnimplementedJoinServer()
+}
+
+func RegisterJoinServer(s grpc.ServiceRegistrar, srv JoinServer) {
+	// If the following call panics, it indicates UnimplementedJoinServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Join_ServiceDesc, srv)
+}
+
+func _Join_Hello_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HelloRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(JoinServer).Hello(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Join_Hello_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(JoinServer).Hello(ctx, req.(*HelloRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Join_ServiceDesc is the grpc.ServiceDesc for Join service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Join_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "skiff.v1.Join",
+	HandlerType: (*JoinServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Hello",
+			Handler:    _Join_Hello_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
 	Metadata: "skiff.proto",
 }
