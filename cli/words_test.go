@@ -69,7 +69,7 @@ func TestWords(t *testing.T) {
 		{capitalize(enumWord(skiffpb.TaskState_TASK_STATE_SHUTDOWN)), "Shutdown"},
 		{capitalize(enumWord(skiffpb.TaskState_TASK_STATE_RUNNING)), "Running"},
 		{enumWord(skiffpb.TaskState_TASK_STATE_PREPARING), "preparing"},
-		{capitalize(enumWord(skiffpb.NodeState_NODE_STATE_DISCONNECTED)), "Disconnected"},
+		{capitalize(enumWord(skiffpb.NodeState_NODE_STATE_DOWN)), "Down"},
 		{capitalize(enumWord(skiffpb.NodeAvailability_NODE_AVAILABILITY_PAUSE)), "Pause"},
 		{enumWord(skiffpb.ServiceMode_SERVICE_MODE_GLOBAL), "global"},
 		{enumWord(skiffpb.Protocol_PROTOCOL_UDP), "udp"},
@@ -110,13 +110,13 @@ func TestNodeRowWords(t *testing.T) {
 	nodes := []*skiffpb.Node{
 		{Id: "b", Name: "h2", Role: skiffpb.NodeRole_NODE_ROLE_MANAGER,
 			Spec:          &skiffpb.NodeSpec{Availability: skiffpb.NodeAvailability_NODE_AVAILABILITY_DRAIN},
-			Status:        &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_DISCONNECTED},
+			Status:        &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_DOWN},
 			ManagerStatus: &skiffpb.ManagerStatus{Reachability: skiffpb.Reachability_REACHABILITY_UNREACHABLE}},
 		{Id: "a", Name: "h1", Status: &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_READY}},
 	}
 	want := []nodeRow{
 		{ID: "a", Hostname: "h1", Status: "Ready", Availability: "Active"},
-		{ID: "b", Hostname: "h2", Status: "Disconnected", Availability: "Drain", ManagerStatus: "Unreachable"},
+		{ID: "b", Hostname: "h2", Status: "Down", Availability: "Drain", ManagerStatus: "Unreachable"},
 	}
 	rows := nodeRows(nodes, "", false)
 	if len(rows) != len(want) {

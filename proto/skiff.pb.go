@@ -146,9 +146,6 @@ const (
 	NodeState_NODE_STATE_UNKNOWN NodeState = 0
 	NodeState_NODE_STATE_DOWN    NodeState = 1
 	NodeState_NODE_STATE_READY   NodeState = 2
-	// DISCONNECTED: the session dropped but the grace period has not run out;
-	// its tasks are left alone until it does.
-	NodeState_NODE_STATE_DISCONNECTED NodeState = 3
 )
 
 // Enum value maps for NodeState.
@@ -157,13 +154,11 @@ var (
 		0: "NODE_STATE_UNKNOWN",
 		1: "NODE_STATE_DOWN",
 		2: "NODE_STATE_READY",
-		3: "NODE_STATE_DISCONNECTED",
 	}
 	NodeState_value = map[string]int32{
-		"NODE_STATE_UNKNOWN":      0,
-		"NODE_STATE_DOWN":         1,
-		"NODE_STATE_READY":        2,
-		"NODE_STATE_DISCONNECTED": 3,
+		"NODE_STATE_UNKNOWN": 0,
+		"NODE_STATE_DOWN":    1,
+		"NODE_STATE_READY":   2,
 	}
 )
 
@@ -8308,12 +8303,11 @@ const file_skiff_proto_rawDesc = "" +
 	"\x10NodeAvailability\x12\x1c\n" +
 	"\x18NODE_AVAILABILITY_ACTIVE\x10\x00\x12\x1b\n" +
 	"\x17NODE_AVAILABILITY_PAUSE\x10\x01\x12\x1b\n" +
-	"\x17NODE_AVAILABILITY_DRAIN\x10\x02*k\n" +
+	"\x17NODE_AVAILABILITY_DRAIN\x10\x02*m\n" +
 	"\tNodeState\x12\x16\n" +
 	"\x12NODE_STATE_UNKNOWN\x10\x00\x12\x13\n" +
 	"\x0fNODE_STATE_DOWN\x10\x01\x12\x14\n" +
-	"\x10NODE_STATE_READY\x10\x02\x12\x1b\n" +
-	"\x17NODE_STATE_DISCONNECTED\x10\x03*b\n" +
+	"\x10NODE_STATE_READY\x10\x02\"\x04\b\x03\x10\x03*\x17NODE_STATE_DISCONNECTED*b\n" +
 	"\fReachability\x12\x18\n" +
 	"\x14REACHABILITY_UNKNOWN\x10\x00\x12\x1a\n" +
 	"\x16REACHABILITY_REACHABLE\x10\x01\x12\x1c\n" +

@@ -30,8 +30,6 @@ func TestFilters(t *testing.T) {
 			"no suitable node (1 node not available for new tasks)"},
 		{"down", newNode("n1", withState(skiffpb.NodeState_NODE_STATE_DOWN)), newSpec("svc"),
 			"no suitable node (1 node not available for new tasks)"},
-		{"disconnected", newNode("n1", withState(skiffpb.NodeState_NODE_STATE_DISCONNECTED)), newSpec("svc"),
-			"no suitable node (1 node not available for new tasks)"},
 		{"unknown state", newNode("n1", withState(skiffpb.NodeState_NODE_STATE_UNKNOWN)), newSpec("svc"),
 			"no suitable node (1 node not available for new tasks)"},
 

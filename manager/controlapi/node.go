@@ -133,8 +133,6 @@ func stateWord(st skiffpb.NodeState) string {
 	switch st {
 	case skiffpb.NodeState_NODE_STATE_READY:
 		return "ready"
-	case skiffpb.NodeState_NODE_STATE_DISCONNECTED:
-		return "disconnected"
 	case skiffpb.NodeState_NODE_STATE_DOWN:
 		return "down"
 	default:
