@@ -18,31 +18,32 @@ type addressBook struct {
 	logger *slog.Logger
 	ipam   *allocator.IPAM
 	store  *state.Store
-	ch     <-chan state.Batch
-	stop   func()
+	// ch and stop are the watch newAddressBook opened; run takes it over.
+	ch   <-chan state.Batch
+	stop func()
 }
 
 // newAddressBook reads the store and subscribes to it in one step, so no
-// change falls between the two.
+// change falls between the two. It reads the store at once, not in run, so
+// that the IPAM knows every network before the components that allocate
+// from it start.
 func newAddressBook(store *state.Store, logger *slog.Logger) *addressBook {
 	b := &addressBook{ipam: allocator.NewIPAM(), store: store, logger: logger}
-	b.sync()
+	b.ch, b.stop = store.ViewAndWatch(b.view)
 	return b
 }
 
-// sync marks everything the store holds and subscribes to its changes.
-func (b *addressBook) sync() {
-	b.ch, b.stop = b.store.ViewAndWatch(func(tx state.ReadTx) {
-		for _, n := range tx.Networks() {
-			b.network(n, false)
-		}
-		for _, n := range tx.Nodes() {
-			b.attachments(n.GetAttachments(), false)
-		}
-		tx.EachTask(func(t *skiffpb.Task) bool {
-			b.attachments(t.GetNetworks(), false)
-			return true
-		})
+// view marks everything the store holds.
+func (b *addressBook) view(tx state.ReadTx) {
+	for _, n := range tx.Networks() {
+		b.network(n, false)
+	}
+	for _, n := range tx.Nodes() {
+		b.attachments(n.GetAttachments(), false)
+	}
+	tx.EachTask(func(t *skiffpb.Task) bool {
+		b.attachments(t.GetNetworks(), false)
+		return true
 	})
 }
 
@@ -50,27 +51,19 @@ func (b *addressBook) sync() {
 // the store again into the same IPAM: a missed delete only delays reuse of
 // an address, but a missed network would make allocation fail.
 func (b *addressBook) run(ctx context.Context) {
-	defer func() { b.stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case batch, ok := <-b.ch:
-			if !ok {
-				b.stop()
-				b.sync()
-				continue
-			}
-			for _, ev := range batch.Events {
-				switch o := ev.Object.(type) {
-				case *skiffpb.Network:
-					b.network(o, ev.Deleted)
-				case *skiffpb.Node:
-					b.attachments(o.GetAttachments(), ev.Deleted)
-				case *skiffpb.Task:
-					b.attachments(o.GetNetworks(), ev.Deleted)
-				}
-			}
+	b.store.FollowWatch(ctx, b.ch, b.stop, state.Follower{View: b.view, Apply: b.apply})
+}
+
+// apply takes one batch of changes into the IPAM.
+func (b *addressBook) apply(batch state.Batch) {
+	for _, ev := range batch.Events {
+		switch o := ev.Object.(type) {
+		case *skiffpb.Network:
+			b.network(o, ev.Deleted)
+		case *skiffpb.Node:
+			b.attachments(o.GetAttachments(), ev.Deleted)
+		case *skiffpb.Task:
+			b.attachments(o.GetNetworks(), ev.Deleted)
 		}
 	}
 }

@@ -143,21 +143,16 @@ func (h *hub) unsubscribe(f *feed) {
 // behind), the hub watches again and tells every feed to resync from the
 // store.
 func (h *hub) run(ctx context.Context, ch <-chan state.Batch, cancel func()) {
-	defer func() { cancel() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case b, ok := <-ch:
-			if !ok {
-				cancel()
-				ch, cancel = h.store.ViewAndWatch(h.resetDown)
-				h.resyncAll()
-				continue
-			}
-			h.route(b)
-		}
-	}
+	h.store.FollowWatch(ctx, ch, cancel, state.Follower{View: h.reread, Apply: h.route})
+}
+
+// reread starts over after the watch was cut off. It runs under the
+// store's read lock, before the new watch is in place, and that is soon
+// enough to tell the feeds: a session that resyncs reads the store, which
+// no command can change until the new watch is in place.
+func (h *hub) reread(tx state.ReadTx) {
+	h.resetDown(tx)
+	h.resyncAll()
 }
 
 // route hands one batch's events to the feeds of the nodes they concern.

@@ -91,62 +91,25 @@ const maxActionsPerCommand = 2048
 // Run reconciles until ctx ends: everything once, then whatever each change
 // touches, and again when a delayed restart or update batch falls due.
 func (o *Orchestrator) Run(ctx context.Context) {
-	for ctx.Err() == nil {
-		o.runWatch(ctx)
-	}
-}
-
-// runWatch is one watch of the store; it returns when the watch is cut off
-// (the caller starts over with a full reconcile) or ctx ends.
-func (o *Orchestrator) runWatch(ctx context.Context) {
-	ch, cancel := o.store.ViewAndWatch(nil)
-	defer cancel()
-	dirty := dirtySet{all: true}
+	var dirty dirtySet
 	// pending are the wake-ups plans asked for, the earliest per slot or
-	// service; the timer fires at the earliest of them all.
-	pending := map[wakeKey]time.Time{}
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		if !dirty.empty() {
-			addWakeups(pending, o.reconcile(ctx, dirty))
-			dirty = dirtySet{}
-			timer.Stop()
-			if next, ok := earliest(pending); ok {
-				timer.Reset(max(time.Until(next), time.Millisecond))
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
+	// service.
+	var pending map[wakeKey]time.Time
+	o.store.Follow(ctx, state.Follower{
+		// Every view, the first or one after a lost watch, starts over:
+		// everything is reconciled, which asks for the wake-ups again.
+		View:  func(state.ReadTx) { dirty, pending = dirtySet{all: true}, map[wakeKey]time.Time{} },
+		Apply: func(b state.Batch) { dirty.add(b) },
+		Settle: func(ctx context.Context) (time.Time, error) {
 			takeDue(pending, o.now(), &dirty)
-			if dirty.empty() {
-				// Woken a little early: wait for what is due next.
-				if next, ok := earliest(pending); ok {
-					timer.Reset(max(time.Until(next), time.Millisecond))
-				}
+			if !dirty.empty() {
+				addWakeups(pending, o.reconcile(ctx, dirty))
+				dirty = dirtySet{}
 			}
-		case b, ok := <-ch:
-			if !ok {
-				return
-			}
-			dirty.add(b)
-		drain:
-			for {
-				select {
-				case b, ok := <-ch:
-					if !ok {
-						return
-					}
-					dirty.add(b)
-				default:
-					break drain
-				}
-			}
-		}
-	}
+			next, _ := earliest(pending)
+			return next, nil
+		},
+	})
 }
 
 // wakeKey is what a wake-up is for.

@@ -75,60 +75,38 @@ const maxPlacementsPerCommand = 4096
 
 // Run places tasks until ctx ends.
 func (p *Placer) Run(ctx context.Context) {
-	for ctx.Err() == nil {
-		p.runWatch(ctx)
-	}
+	p.cfg.Store.Follow(ctx, state.Follower{View: p.rebuild, Apply: p.apply, Settle: p.settle})
 }
 
-// runWatch rebuilds the view, then follows changes until the watch is cut
-// off or ctx ends.
-func (p *Placer) runWatch(ctx context.Context) {
-	var specOf func(*skiffpb.Task) *skiffpb.ServiceSpec
-	ch, cancel := p.cfg.Store.ViewAndWatch(func(tx state.ReadTx) {
-		p.nodes = map[string]*scheduler.NodeInfo{}
-		p.counted = map[string]counted{}
-		p.pending = map[string]*skiffpb.Task{}
-		p.waiting = map[string]*skiffpb.Task{}
-		p.attaching = map[string]bool{}
-		for _, n := range tx.Nodes() {
-			p.nodes[n.GetId()] = scheduler.NewNodeInfo(n, nil, nil)
-		}
-		specOf = tx.SpecOf
-		tx.EachTask(func(t *skiffpb.Task) bool {
-			p.track(t, specOf(t))
-			return true
-		})
-	})
-	defer cancel()
-	for {
-		if len(p.pending) > 0 {
-			if err := p.place(ctx); err != nil {
-				p.logger.Warn("placement round failed; rebuilding", "error", err)
-				return
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case b, ok := <-ch:
-			if !ok {
-				return
-			}
-			p.apply(b)
-		drain:
-			for {
-				select {
-				case b, ok := <-ch:
-					if !ok {
-						return
-					}
-					p.apply(b)
-				default:
-					break drain
-				}
-			}
-		}
+// rebuild builds the view from the store, when following starts and when
+// the watch or a placement round failed.
+func (p *Placer) rebuild(tx state.ReadTx) {
+	p.nodes = map[string]*scheduler.NodeInfo{}
+	p.counted = map[string]counted{}
+	p.pending = map[string]*skiffpb.Task{}
+	p.waiting = map[string]*skiffpb.Task{}
+	p.attaching = map[string]bool{}
+	for _, n := range tx.Nodes() {
+		p.nodes[n.GetId()] = scheduler.NewNodeInfo(n, nil, nil)
 	}
+	tx.EachTask(func(t *skiffpb.Task) bool {
+		p.track(t, tx.SpecOf(t))
+		return true
+	})
+}
+
+// settle places what is pending once the view has caught up with the
+// store. A failed round may have left the view holding placements that
+// were never committed, so it is rebuilt.
+func (p *Placer) settle(ctx context.Context) (time.Time, error) {
+	if len(p.pending) == 0 {
+		return time.Time{}, nil
+	}
+	if err := p.place(ctx); err != nil {
+		p.logger.Warn("placement round failed; rebuilding", "error", err)
+		return time.Time{}, err
+	}
+	return time.Time{}, nil
 }
 
 // apply folds one batch of store events into the view.

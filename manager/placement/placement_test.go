@@ -2,6 +2,7 @@ package placement
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -135,5 +136,76 @@ func TestPlacementsAreGroupedByNode(t *testing.T) {
 	}
 	if len(attached) != 3 {
 		t.Errorf("%d nodes got an address in the network, want 3", len(attached))
+	}
+}
+
+// failFirstRaft rejects the first proposal, as a Raft that lost its
+// leadership mid-round would, and applies the rest at once.
+type failFirstRaft struct {
+	recordingRaft
+	failed bool
+}
+
+func (r *failFirstRaft) Propose(ctx context.Context, cmd *skiffpb.Command) (uint64, error) {
+	r.mu.Lock()
+	if !r.failed {
+		r.failed = true
+		r.mu.Unlock()
+		return 0, errors.New("not the leader")
+	}
+	r.mu.Unlock()
+	return r.recordingRaft.Propose(ctx, cmd)
+}
+
+// TestFailedRoundIsRetriedFromTheStore: a round whose commit fails leaves
+// the placer believing its tasks placed; it reads the store again and
+// places them anew instead of waiting for the next change.
+func TestFailedRoundIsRetriedFromTheStore(t *testing.T) {
+	store := state.New()
+	raft := &failFirstRaft{recordingRaft: recordingRaft{store: store}}
+	setup := []*skiffpb.StoreAction{
+		{Action: &skiffpb.StoreAction_PutService{PutService: &skiffpb.Service{
+			Id: "sv1", Meta: &skiffpb.Meta{}, SpecVersion: 1,
+			Spec: &skiffpb.ServiceSpec{Name: "st_web", Replicas: 2, Container: &skiffpb.ContainerSpec{Image: "img"}},
+		}}},
+		{Action: &skiffpb.StoreAction_PutNode{PutNode: &skiffpb.Node{
+			Id: "n1", Meta: &skiffpb.Meta{}, Name: "host-n1", Spec: &skiffpb.NodeSpec{},
+			Status:      &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_READY},
+			Description: &skiffpb.NodeDescription{Resources: &skiffpb.Resources{NanoCpus: 4e9, MemoryBytes: 8 << 30}},
+		}}},
+	}
+	for i := range 2 {
+		setup = append(setup, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_PutTask{PutTask: &skiffpb.Task{
+			Id: "t" + strconv.Itoa(i), Meta: &skiffpb.Meta{}, ServiceId: "sv1", Slot: uint64(i + 1), SpecVersion: 1,
+			DesiredState: skiffpb.TaskState_TASK_STATE_RUNNING,
+			Status:       &skiffpb.TaskStatus{State: skiffpb.TaskState_TASK_STATE_PENDING},
+		}}})
+	}
+	if err := store.Apply(1, &skiffpb.Command{Actions: setup}); err != nil {
+		t.Fatal(err)
+	}
+	raft.index = 1
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); New(Config{Store: store, Raft: raft}).Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		placed := 0
+		store.View(func(tx state.ReadTx) {
+			for _, tk := range tx.Tasks() {
+				if tk.GetNodeId() == "n1" {
+					placed++
+				}
+			}
+		})
+		if placed == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 2 tasks placed after the first round failed", placed)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
