@@ -13,9 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -27,12 +24,12 @@ import (
 
 	"github.com/docker/go-units"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/procfs"
 	"github.com/spf13/cobra"
 
 	"github.com/skiffhq/skiff/agent"
 	"github.com/skiffhq/skiff/agent/sim"
+	"github.com/skiffhq/skiff/internal/debugserver"
 	"github.com/skiffhq/skiff/internal/logging"
 	skiffpb "github.com/skiffhq/skiff/proto"
 	"github.com/skiffhq/skiff/version"
@@ -139,15 +136,25 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	// is set, so the metrics handler can read it while the ramp runs.
 	execs := make([]*sim.Executor, cfg.agents)
 	var started, failed atomic.Int64
+	var wg sync.WaitGroup
 	if cfg.metricsAddr != "" {
-		srv, err := serveMetrics(cfg.metricsAddr, func() []*sim.Executor { return execs[:started.Load()] }, &started)
+		srv, err := debugserver.Listen(debugserver.Config{
+			Addr:    cfg.metricsAddr,
+			Metrics: newRegistry(func() []*sim.Executor { return execs[:started.Load()] }, &started),
+			Pprof:   true,
+			Logger:  logger,
+		})
 		if err != nil {
 			return err
 		}
-		defer srv.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ctx); err != nil {
+				logger.Error("metrics server stopped", "error", err)
+			}
+		}()
 	}
-
-	var wg sync.WaitGroup
 	var interval time.Duration
 	if cfg.startRate > 0 {
 		interval = time.Duration(float64(time.Second) / cfg.startRate)
@@ -275,9 +282,10 @@ func rssBytes() (int64, error) {
 	return int64(st.VmRSS), nil
 }
 
-// serveMetrics serves Prometheus metrics and pprof. execs returns the
+// newRegistry gathers the process's metrics and the simulation's: how
+// many agents started and how many tasks they run. execs returns the
 // executors started so far.
-func serveMetrics(addr string, execs func() []*sim.Executor, started *atomic.Int64) (*http.Server, error) {
+func newRegistry(execs func() []*sim.Executor, started *atomic.Int64) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		prometheus.NewGoCollector(),
@@ -293,18 +301,5 @@ func serveMetrics(addr string, execs func() []*sim.Executor, started *atomic.Int
 				return float64(n)
 			}),
 	)
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen for metrics on %s: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go s.Serve(lis)
-	return s, nil
+	return reg
 }
