@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/skiffhq/skiff/ca"
 	"github.com/skiffhq/skiff/manager/state"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
@@ -70,12 +71,28 @@ func benchNode(b *testing.B) *Node {
 // several in flight, as the orchestrator, placement and the dispatcher's
 // status batches are, which Raft turns into one disk write per group.
 func BenchmarkProposeTaskBatch(b *testing.B) {
-	b.Run("Sequential", func(b *testing.B) { benchPropose(b, 1) })
-	b.Run("Concurrent4", func(b *testing.B) { benchPropose(b, 4) })
+	b.Run("Sequential", func(b *testing.B) { benchPropose(b, benchNode(b), 1) })
+	b.Run("Concurrent4", func(b *testing.B) { benchPropose(b, benchNode(b), 4) })
 }
 
-func benchPropose(b *testing.B, proposers int) {
-	n := benchNode(b)
+// BenchmarkProposeTaskBatchCluster is BenchmarkProposeTaskBatch's
+// Sequential case on a leader with two followers on loopback, over plain
+// TCP and over mutual TLS: each commit waits for a follower's append, so
+// the difference is what TLS costs a replicated commit.
+func BenchmarkProposeTaskBatchCluster(b *testing.B) {
+	b.Run("TCP", func(b *testing.B) { benchPropose(b, benchCluster(b, nil), 1) })
+	b.Run("TLS", func(b *testing.B) { benchPropose(b, benchCluster(b, testCA(b, "bench")), 1) })
+}
+
+// benchCluster is the leader of three members over TLS under a, or over
+// plain TCP when a is nil.
+func benchCluster(b *testing.B, a *ca.Authority) *Node {
+	b.Helper()
+	nodes, _ := openCluster(b, a, "n1", "n2", "n3")
+	return leaderOf(b, nodes)
+}
+
+func benchPropose(b *testing.B, n *Node, proposers int) {
 	cmds := make([]*skiffpb.Command, b.N)
 	for i := range cmds {
 		cmds[i] = benchTaskCommand(i * proposeBatch)

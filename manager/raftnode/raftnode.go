@@ -1,6 +1,7 @@
 // Package raftnode runs one manager's member of the Raft cluster: the log and
-// stable store in BoltDB behind a log cache, file snapshots, the TCP
-// transport, and the FSM that feeds committed commands to the state store.
+// stable store in BoltDB behind a log cache, file snapshots, the transport
+// (mutual TLS between managers, see TLS), and the FSM that feeds committed
+// commands to the state store.
 //
 // The rest of the manager sees Raft through two calls: Propose, which commits
 // a command and returns once the leader's own store has applied it (so the
@@ -58,7 +59,15 @@ type Config struct {
 	// SnapshotThreshold is how many log entries since the last snapshot
 	// trigger a new one.
 	SnapshotThreshold uint64
-	Logger            *slog.Logger
+	// TLS makes the transport mutual TLS: the member accepts connections
+	// only from, and dials only, managers of the cluster's CA.
+	//
+	// Nil keeps a plain TCP transport, which any host that can reach the
+	// port may speak to. That is only until the manager passes its
+	// certificates here; that change makes TLS mandatory and removes the
+	// plain transport.
+	TLS    *TLS
+	Logger *slog.Logger
 }
 
 // withDefaults fills in timing suited to managers on one LAN. hashicorp/raft's
@@ -106,6 +115,9 @@ type Node struct {
 // Open starts a Raft member that applies committed commands to store.
 func Open(cfg Config, store *state.Store) (*Node, error) {
 	cfg = cfg.withDefaults()
+	if err := cfg.TLS.validate(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create raft data dir: %w", err)
 	}
@@ -142,7 +154,7 @@ func Open(cfg Config, store *state.Store) (*Node, error) {
 		logStore.Close()
 		return nil, fmt.Errorf("resolve raft advertise address %q: %w", cfg.AdvertiseAddr, err)
 	}
-	transport, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, advertise, 3, 5*time.Second, hlog)
+	transport, err := newTransport(cfg, advertise, hlog)
 	if err != nil {
 		logStore.Close()
 		return nil, fmt.Errorf("listen for raft on %s: %w", cfg.BindAddr, err)
@@ -171,6 +183,21 @@ func Open(cfg Config, store *state.Store) (*Node, error) {
 		}
 	}
 	return n, nil
+}
+
+// newTransport listens on cfg.BindAddr over TLS, or over plain TCP while
+// cfg.TLS is nil.
+func newTransport(cfg Config, advertise *net.TCPAddr, hlog hclog.Logger) (*raft.NetworkTransport, error) {
+	if cfg.TLS == nil {
+		return raft.NewTCPTransportWithLogger(cfg.BindAddr, advertise, transportMaxPool, transportTimeout, hlog)
+	}
+	stream, err := newTLSStream(cfg.BindAddr, advertise, cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: transportMaxPool, Timeout: transportTimeout, Logger: hlog,
+	}), nil
 }
 
 func (n *Node) closeStores() {

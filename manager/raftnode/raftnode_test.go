@@ -43,7 +43,7 @@ func testConfig(id, dir, addr string, bootstrap bool) Config {
 
 // open starts a member and closes it when the test ends (Close is
 // idempotent enough for an explicit earlier Close: errors are ignored).
-func open(t *testing.T, cfg Config, store *state.Store) *Node {
+func open(t testing.TB, cfg Config, store *state.Store) *Node {
 	t.Helper()
 	n, err := Open(cfg, store)
 	if err != nil {
@@ -54,7 +54,7 @@ func open(t *testing.T, cfg Config, store *state.Store) *Node {
 }
 
 // waitFor polls cond until it returns nil or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
+func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
