@@ -162,8 +162,8 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	m.members.onAgentDead = m.dispatch.AgentDead
 	m.control = controlapi.New(controlapi.Config{
-		Store: m.store, Raft: node, Logs: m.dispatch,
-		Reachable: m.members.Reachable, Version: version.Version, Logger: logger,
+		Store: m.store, Raft: controlRaft{node}, Logs: m.dispatch,
+		Membership: m.members, Version: version.Version, Logger: logger,
 	})
 
 	pool, err := gossip.Start(ctx, gossip.Config{
@@ -278,6 +278,22 @@ func Run(ctx context.Context, cfg Config) error {
 	wg.Wait()
 	logger.Info("manager stopped")
 	return runErr
+}
+
+// controlRaft is the Raft member as the Control API sees it.
+type controlRaft struct{ *raftnode.Node }
+
+// Members implements controlapi.Raft.
+func (r controlRaft) Members() ([]controlapi.RaftMember, error) {
+	servers, err := r.Servers()
+	if err != nil {
+		return nil, err
+	}
+	members := make([]controlapi.RaftMember, len(servers))
+	for i, s := range servers {
+		members[i] = controlapi.RaftMember{Name: s.ID, RaftAddr: s.Address, Voter: s.Voter}
+	}
+	return members, nil
 }
 
 // ErrCrash, as the cause of the cancellation of Run's context, stops the

@@ -12,7 +12,7 @@ import (
 // ClusterInfo describes the cluster: its managers with their Raft standing,
 // and how many nodes, services and tasks it has.
 func (s *Server) ClusterInfo(ctx context.Context, _ *skiffpb.ClusterInfoRequest) (*skiffpb.ClusterInfoResponse, error) {
-	servers, err := s.cfg.Raft.Servers()
+	members, err := s.cfg.Raft.Members()
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -30,16 +30,16 @@ func (s *Server) ClusterInfo(ctx context.Context, _ *skiffpb.ClusterInfoRequest)
 			}
 			return true
 		})
-		for _, srv := range servers {
-			mi := &skiffpb.ManagerInfo{Name: srv.ID, RaftAddr: srv.Address, Leader: srv.ID == leaderID, Suffrage: "nonvoter"}
-			if srv.Voter {
+		for _, mem := range members {
+			mi := &skiffpb.ManagerInfo{Name: mem.Name, RaftAddr: mem.RaftAddr, Leader: mem.Name == leaderID, Suffrage: "nonvoter"}
+			if mem.Voter {
 				mi.Suffrage = "voter"
 			}
-			if n := tx.NodeByName(srv.ID); n != nil {
+			if n := tx.NodeByName(mem.Name); n != nil {
 				mi.ApiAddr = n.GetManagerStatus().GetApiAddr()
 			}
 			mi.Reachability = skiffpb.Reachability_REACHABILITY_UNREACHABLE
-			if mi.Leader || s.cfg.Reachable(srv.ID) {
+			if mi.Leader || s.cfg.Membership.Reachable(mem.Name) {
 				mi.Reachability = skiffpb.Reachability_REACHABILITY_REACHABLE
 			}
 			resp.Managers = append(resp.Managers, mi)

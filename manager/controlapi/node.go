@@ -53,7 +53,7 @@ func (s *Server) withManagerStatus(n *skiffpb.Node) *skiffpb.Node {
 	_, leaderID := s.cfg.Raft.Leader()
 	out.ManagerStatus.Leader = leaderID == n.GetName()
 	out.ManagerStatus.Reachability = skiffpb.Reachability_REACHABILITY_UNREACHABLE
-	if out.ManagerStatus.Leader || s.cfg.Reachable(n.GetName()) {
+	if out.ManagerStatus.Leader || s.cfg.Membership.Reachable(n.GetName()) {
 		out.ManagerStatus.Reachability = skiffpb.Reachability_REACHABILITY_REACHABLE
 	}
 	return out

@@ -7,7 +7,6 @@ package controlapi
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"syscall"
@@ -24,12 +23,38 @@ import (
 // Raft is what the Control API needs of the local Raft member.
 type Raft interface {
 	Propose(ctx context.Context, cmd *skiffpb.Command) (uint64, error)
-	Servers() ([]raftnode.Server, error)
+	// Members lists the managers in Raft's configuration.
+	Members() ([]RaftMember, error)
+	// Leader is the leader's Raft address and name; empty while there is
+	// none.
 	Leader() (addr, id string)
 	Term() uint64
 	AddVoter(ctx context.Context, id, addr string) error
 	RemoveServer(ctx context.Context, id string) error
 }
+
+// RaftMember is one manager in Raft's configuration.
+type RaftMember struct {
+	// Name is the manager's name, which is also its Raft ID.
+	Name string
+	// RaftAddr is where its Raft transport listens.
+	RaftAddr string
+	// Voter is false for a member that replicates the log but does not
+	// vote.
+	Voter bool
+}
+
+// Membership is what the Control API needs of the manager's view of its
+// peers, to fill in MANAGER STATUS.
+type Membership interface {
+	// Reachable reports whether the manager named name answers.
+	Reachable(name string) bool
+}
+
+// everyoneReachable is the Membership of a Server given none.
+type everyoneReachable struct{}
+
+func (everyoneReachable) Reachable(string) bool { return true }
 
 // LogSource gathers container logs from the agents that run the tasks.
 type LogSource interface {
@@ -44,11 +69,11 @@ type Config struct {
 	Store *state.Store
 	Raft  Raft
 	Logs  LogSource
-	// Reachable reports whether the manager with this name answers; it
-	// fills in MANAGER STATUS.
-	Reachable func(name string) bool
-	Version   string
-	Logger    *slog.Logger
+	// Membership, when set, tells which managers answer; without it every
+	// manager is reported reachable.
+	Membership Membership
+	Version    string
+	Logger     *slog.Logger
 }
 
 // Server implements skiffpb.ControlServer.
@@ -70,8 +95,8 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Reachable == nil {
-		cfg.Reachable = func(string) bool { return true }
+	if cfg.Membership == nil {
+		cfg.Membership = everyoneReachable{}
 	}
 	return &Server{cfg: cfg, store: cfg.Store, logger: cfg.Logger, now: time.Now}
 }
@@ -160,5 +185,3 @@ func resolve[T interface{ GetId() string }](kind, ref string, all []T, name func
 	}
 	return o, nil
 }
-
-func fmtErr(what string, err error) error { return fmt.Errorf("%s: %w", what, err) }
