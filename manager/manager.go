@@ -11,24 +11,19 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/pprof"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/skiffhq/skiff/gossip"
+	"github.com/skiffhq/skiff/internal/debugserver"
 	"github.com/skiffhq/skiff/manager/controlapi"
 	"github.com/skiffhq/skiff/manager/dispatcher"
-	"github.com/skiffhq/skiff/manager/orchestrator"
-	"github.com/skiffhq/skiff/manager/placement"
 	"github.com/skiffhq/skiff/manager/raftnode"
 	"github.com/skiffhq/skiff/manager/state"
 	skiffpb "github.com/skiffhq/skiff/proto"
@@ -133,14 +128,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if !fresh && len(cfg.Join) > 0 {
 		logger.Info("data dir holds Raft state; resuming and ignoring --join", "data_dir", cfg.DataDir)
 	}
+	bootstrap := fresh && len(cfg.Join) == 0
 
 	m := &Manager{cfg: cfg, logger: logger, store: state.New()}
-	m.metrics = newMetrics(m)
 	node, err := raftnode.Open(raftnode.Config{
 		ID:               cfg.Name,
 		DataDir:          raftDir,
 		BindAddr:         net.JoinHostPort(cfg.AdvertiseAddr, strconv.Itoa(cfg.RaftPort)),
-		Bootstrap:        fresh && len(cfg.Join) == 0,
+		Bootstrap:        bootstrap,
 		HeartbeatTimeout: cfg.RaftHeartbeatTimeout,
 		ElectionTimeout:  cfg.RaftElectionTimeout,
 		Logger:           logger,
@@ -148,14 +143,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
-	m.raft = node
-	m.members = newMembership(cfg.Name, node, m.store)
 	defer func() {
 		if err := node.Close(); err != nil {
 			logger.Warn("raft shutdown", "error", err)
 		}
 	}()
-
+	m.raft = node
+	m.metrics = newMetrics(node, m.store)
+	m.members = newMembership(cfg.Name, node, m.store)
 	m.dispatch = dispatcher.New(dispatcher.Config{
 		Store: m.store, Raft: node, Membership: m.members,
 		HeartbeatPeriod: cfg.HeartbeatPeriod, DownGrace: cfg.DownGrace, Logger: logger,
@@ -176,22 +171,80 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	m.pool = pool
 	m.members.pool = pool
-	defer func() {
-		if crashed(ctx) {
-			pool.Kill()
-			return
-		}
-		if err := pool.Shutdown(time.Second); err != nil {
-			logger.Debug("gossip shutdown", "error", err)
-		}
-	}()
+	defer m.leaveGossip(ctx)
 
 	lis, err := net.Listen("tcp", cfg.APIAddr())
 	if err != nil {
 		return fmt.Errorf("listen for the API on %s: %w", cfg.APIAddr(), err)
 	}
+	debug, err := m.listenDebug()
+	if err != nil {
+		lis.Close()
+		return err
+	}
 	fwd := newForwarder(node.IsLeader, m.members.leaderAPIAddr)
 	defer fwd.close()
+	logger.Info("manager started", "api", cfg.APIAddr(), "raft", node.Addr(), "bootstrap", bootstrap)
+	err = m.serve(ctx, lis, debug, fwd, fresh && !bootstrap)
+	logger.Info("manager stopped")
+	return err
+}
+
+// serve runs the manager's parts until ctx ends or the API server fails.
+// Then, unless ctx ended with ErrCrash, a leader hands over before
+// anything stops: its parts run on a context of their own, which ends only
+// after the hand-off.
+func (m *Manager) serve(ctx context.Context, lis net.Listener, debug []*debugserver.Server, fwd *forwarder, join bool) error {
+	srv := m.newAPIServer(fwd)
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRun()
+	// failed ends when the API server fails; nothing else returns an error.
+	g, failed := errgroup.WithContext(runCtx)
+	g.Go(func() error {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serve API: %w", err)
+		}
+		return nil
+	})
+	for _, d := range debug {
+		g.Go(func() error {
+			// The debug endpoints are for people; losing one must not
+			// take the manager down with it.
+			if err := d.Serve(runCtx); err != nil {
+				m.logger.Error("debug server stopped", "error", err)
+			}
+			return nil
+		})
+	}
+	if join {
+		g.Go(func() error { m.joinCluster(runCtx); return nil })
+	}
+	g.Go(func() error { m.leadWhileLeader(runCtx); return nil })
+	g.Go(func() error {
+		m.raft.ObserveLeader(runCtx, func() {
+			leader, _ := m.members.leaderAPIAddr() // none: close them all
+			fwd.retain(leader)
+		})
+		return nil
+	})
+	g.Go(func() error {
+		select {
+		case <-ctx.Done():
+		case <-failed.Done():
+		}
+		if !crashed(ctx) {
+			m.handOff()
+		}
+		stopRun()
+		stopServing(srv)
+		return nil
+	})
+	return g.Wait()
+}
+
+// newAPIServer is the gRPC server of the Control and Dispatcher APIs;
+// Control API calls that reach a follower go through fwd to the leader.
+func (m *Manager) newAPIServer(fwd *forwarder) *grpc.Server {
 	srv := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(fwd.unary),
 		grpc.ChainStreamInterceptor(fwd.stream),
@@ -206,78 +259,44 @@ func Run(ctx context.Context, cfg Config) error {
 	)
 	skiffpb.RegisterControlServer(srv, m.control)
 	skiffpb.RegisterDispatcherServer(srv, m.dispatch)
+	return srv
+}
 
-	var wg sync.WaitGroup
-	errc := make(chan error, 3)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			errc <- fmt.Errorf("serve API: %w", err)
-		}
-	}()
-	if cfg.MetricsAddr != "" {
-		ms, err := m.metrics.serve(cfg.MetricsAddr)
-		if err != nil {
-			srv.Stop()
-			return err
-		}
-		defer ms.Close()
+// leaveGossip says goodbye to the gossip pool, unless ctx ended with
+// ErrCrash: a crashed manager just falls silent.
+func (m *Manager) leaveGossip(ctx context.Context) {
+	if crashed(ctx) {
+		m.pool.Kill()
+		return
 	}
-	if cfg.PprofAddr != "" {
-		ps, err := servePprof(cfg.PprofAddr)
-		if err != nil {
-			srv.Stop()
-			return err
-		}
-		defer ps.Close()
+	if err := m.pool.Shutdown(time.Second); err != nil {
+		m.logger.Debug("gossip shutdown", "error", err)
 	}
-	// Not cancelled with ctx: a leader keeps leading until it has handed over.
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+}
+
+// handOff passes the leadership on, if this manager holds it, before the
+// manager stops on purpose: the cluster then has a new leader in a round
+// trip, not an election timeout.
+func (m *Manager) handOff() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if fresh && len(cfg.Join) > 0 {
-		wg.Add(1)
-		go func() { defer wg.Done(); m.joinCluster(runCtx) }()
+	if err := m.raft.HandOff(ctx); err != nil {
+		m.logger.Warn("hand the leadership over", "error", err)
 	}
-	wg.Add(1)
-	go func() { defer wg.Done(); m.leadWhileLeader(runCtx) }()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		m.raft.ObserveLeader(runCtx, func() {
-			leader, _ := m.members.leaderAPIAddr() // none: close them all
-			fwd.retain(leader)
-		})
-	}()
-	logger.Info("manager started", "api", cfg.APIAddr(), "raft", node.Addr(), "bootstrap", fresh && len(cfg.Join) == 0)
+}
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
-	}
-	if !crashed(ctx) {
-		// A leader stopped on purpose hands over first: the cluster then
-		// has a new leader in a round trip, not an election timeout.
-		hctx, hcancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if err := node.HandOff(hctx); err != nil {
-			logger.Warn("hand the leadership over", "error", err)
-		}
-		hcancel()
-	}
-	cancel()
-	// GracefulStop waits for streams, and agents' sessions never end on
-	// their own; give them a moment, then cut them.
+// stopServing stops the API server. GracefulStop waits for streams, and
+// agents' sessions never end on their own; give them a moment, then cut
+// them.
+func stopServing(srv *grpc.Server) {
 	stopped := make(chan struct{})
 	go func() { srv.GracefulStop(); close(stopped) }()
 	select {
 	case <-stopped:
 	case <-time.After(2 * time.Second):
 		srv.Stop()
+		<-stopped
 	}
-	wg.Wait()
-	logger.Info("manager stopped")
-	return runErr
 }
 
 // controlRaft is the Raft member as the Control API sees it.
@@ -303,114 +322,6 @@ func (r controlRaft) Members() ([]controlapi.RaftMember, error) {
 var ErrCrash = errors.New("manager crashed")
 
 func crashed(ctx context.Context) bool { return errors.Is(context.Cause(ctx), ErrCrash) }
-
-// leadWhileLeader runs the leader's components for as long as this manager
-// leads, and stops them the moment it does not.
-func (m *Manager) leadWhileLeader(ctx context.Context) {
-	leaderCh := m.raft.LeaderCh()
-	term := &leaderTerm{}
-	defer term.end()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case isLeader := <-leaderCh:
-			term.end()
-			if !isLeader {
-				m.logger.Info("lost leadership")
-				m.announceLead(0)
-				continue
-			}
-			t := m.raft.Term()
-			m.logger.Info("became leader", "term", t)
-			term.start(ctx, m.lead)
-			m.announceLead(t)
-		}
-	}
-}
-
-// announceLead advertises by gossip that this manager leads in term t (0:
-// that it does not), so that agents come to it at once. The dispatcher of
-// a term that has not started serving yet holds their sessions until it
-// does.
-func (m *Manager) announceLead(t uint64) {
-	// UpdateNode returns once the news is on its way to one member; a
-	// leader cut off from everyone should not wait long for that.
-	if err := m.pool.SetLead(t, 250*time.Millisecond); err != nil {
-		m.logger.Debug("announce leadership by gossip", "term", t, "error", err)
-	}
-}
-
-// leaderTerm is the running leader components of one term.
-type leaderTerm struct {
-	stop context.CancelFunc
-	done chan struct{}
-}
-
-func (t *leaderTerm) start(ctx context.Context, f func(context.Context)) {
-	ctx, t.stop = context.WithCancel(ctx)
-	t.done = make(chan struct{})
-	go func() { defer close(t.done); f(ctx) }()
-}
-
-// end stops the term's components and waits until they have stopped, so
-// that no decision of an old term is made after leadership is lost.
-func (t *leaderTerm) end() {
-	if t.stop == nil {
-		return
-	}
-	t.stop()
-	<-t.done
-	t.stop = nil
-}
-
-// lead is one leader term.
-func (m *Manager) lead(ctx context.Context) {
-	// Apply everything the previous leader committed before deciding
-	// anything from the store.
-	if err := m.raft.Barrier(ctx); err != nil {
-		m.logger.Error("leader barrier failed; waiting for the next term", "error", err)
-		return
-	}
-	if err := m.ensureCluster(ctx); err != nil {
-		m.logger.Error("initialise cluster", "error", err)
-		return
-	}
-	if err := m.control.RegisterManager(ctx, m.cfg.Name, m.raft.Addr(), m.cfg.APIAddr()); err != nil {
-		m.logger.Warn("record this manager's node", "error", err)
-	}
-	addrs := newAddressBook(m.store, m.logger)
-	var wg sync.WaitGroup
-	run := func(f func(context.Context)) {
-		wg.Add(1)
-		go func() { defer wg.Done(); f(ctx) }()
-	}
-	run(addrs.run)
-	run(m.dispatch.Run)
-	run(orchestrator.New(orchestrator.Config{Store: m.store, Raft: m.raft, IPAM: addrs.ipam, Logger: m.logger}).Run)
-	run(placement.New(placement.Config{Store: m.store, Raft: m.raft, IPAM: addrs.ipam, Logger: m.logger, Latency: m.metrics.schedulingLatency}).Run)
-	wg.Wait()
-}
-
-// ensureCluster writes the cluster object on the first leadership of a new
-// cluster.
-func (m *Manager) ensureCluster(ctx context.Context) error {
-	var exists bool
-	m.store.View(func(tx state.ReadTx) { exists = tx.Cluster() != nil })
-	if exists {
-		return nil
-	}
-	now := time.Now().UnixNano()
-	_, err := m.raft.Propose(ctx, &skiffpb.Command{Actions: []*skiffpb.StoreAction{{Action: &skiffpb.StoreAction_PutCluster{PutCluster: &skiffpb.Cluster{
-		Id: state.NewID(), Meta: &skiffpb.Meta{CreatedAt: now, UpdatedAt: now},
-		DefaultAddrPool: m.cfg.DefaultAddrPool, SubnetSize: uint32(m.cfg.SubnetSize), TaskHistoryLimit: 5,
-		NodeDownGrace: int64(m.cfg.DownGrace), HeartbeatPeriod: int64(m.cfg.HeartbeatPeriod),
-	}}}}})
-	if err != nil && !errors.Is(err, state.ErrVersionConflict) {
-		return err
-	}
-	return nil
-}
 
 // joinCluster asks the managers found by gossip to add this one to Raft,
 // until one of them (through the leader) has.
@@ -449,94 +360,4 @@ func (m *Manager) joinVia(ctx context.Context, addr string) error {
 		Name: m.cfg.Name, RaftAddr: m.raft.Addr(), ApiAddr: m.cfg.APIAddr(),
 	})
 	return err
-}
-
-// metrics are the manager's Prometheus metrics, on its own registry.
-type metrics struct {
-	registry          *prometheus.Registry
-	schedulingLatency prometheus.Histogram
-}
-
-func newMetrics(m *Manager) *metrics {
-	reg := prometheus.NewRegistry()
-	mt := &metrics{
-		registry: reg,
-		schedulingLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "skiff_scheduling_latency_seconds",
-			Help:    "Time from a task's creation until the scheduler placed it.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
-		}),
-	}
-	reg.MustRegister(mt.schedulingLatency, &stateCollector{m: m},
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
-	return mt
-}
-
-func (mt *metrics) serve(addr string) (*http.Server, error) {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen for metrics on %s: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(mt.registry, promhttp.HandlerOpts{}))
-	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go s.Serve(lis)
-	return s, nil
-}
-
-// servePprof serves Go's profiler on addr.
-func servePprof(addr string) (*http.Server, error) {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen for pprof on %s: %w", addr, err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go s.Serve(lis)
-	return s, nil
-}
-
-// stateCollector reports the store and Raft at scrape time, so the metrics
-// cost nothing between scrapes.
-type stateCollector struct{ m *Manager }
-
-var (
-	descRaftState = prometheus.NewDesc("skiff_raft_state", "1 for this manager's current Raft state.", []string{"state"}, nil)
-	descRaftIndex = prometheus.NewDesc("skiff_raft_applied_index", "Index of the last Raft entry applied to the store.", nil, nil)
-	descTasks     = prometheus.NewDesc("skiff_tasks", "Tasks by observed state.", []string{"state"}, nil)
-	descNodes     = prometheus.NewDesc("skiff_nodes", "Nodes by state.", []string{"state"}, nil)
-)
-
-func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- descRaftState
-	ch <- descRaftIndex
-	ch <- descTasks
-	ch <- descNodes
-}
-
-func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	if c.m.raft == nil {
-		return
-	}
-	ch <- prometheus.MustNewConstMetric(descRaftState, prometheus.GaugeValue, 1, c.m.raft.State())
-	ch <- prometheus.MustNewConstMetric(descRaftIndex, prometheus.GaugeValue, float64(c.m.raft.AppliedIndex()))
-	tasks := map[skiffpb.TaskState]int{}
-	nodes := map[skiffpb.NodeState]int{}
-	c.m.store.View(func(tx state.ReadTx) {
-		tx.EachTask(func(t *skiffpb.Task) bool { tasks[t.GetStatus().GetState()]++; return true })
-		for _, n := range tx.Nodes() {
-			nodes[n.GetStatus().GetState()]++
-		}
-	})
-	for st, n := range tasks {
-		ch <- prometheus.MustNewConstMetric(descTasks, prometheus.GaugeValue, float64(n), st.String())
-	}
-	for st, n := range nodes {
-		ch <- prometheus.MustNewConstMetric(descNodes, prometheus.GaugeValue, float64(n), st.String())
-	}
 }
