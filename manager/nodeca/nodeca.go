@@ -4,7 +4,7 @@
 //
 // A certificate binds a node's ID and role. The ID is chosen here, at the
 // first join under a name, and written to the store with the roles it was
-// certified for, before the certificate is signed: a name can then be
+// certified for, before the certificate is handed out: a name can then be
 // claimed once per role, a second joiner under the same name is refused,
 // and removing the node (`skiff node rm`) is what revokes its certificates,
 // since a certificate whose node is not in the store opens nothing.
@@ -92,6 +92,9 @@ func (s *Server) IssueCertificate(ctx context.Context, req *skiffpb.IssueCertifi
 	if req.GetName() == "" {
 		return nil, status.Error(codes.InvalidArgument, "join: the node needs a name (--name)")
 	}
+	if _, ok := skiffpb.NodeRole_name[int32(req.GetRole())]; !ok {
+		return nil, status.Errorf(codes.InvalidArgument, "join: unknown node role %d", req.GetRole())
+	}
 	auth, cluster, err := s.authority()
 	if err != nil {
 		return nil, err
@@ -108,14 +111,13 @@ func (s *Server) IssueCertificate(ctx context.Context, req *skiffpb.IssueCertifi
 		return nil, status.Errorf(codes.PermissionDenied,
 			"join: the %s token is wrong or was rotated; print the current one on a manager with `skiff cluster join-token %s`", role, role)
 	}
-	node, err := s.certify(ctx, req.GetName(), req.GetRole())
+	var id ca.Identity
+	cert, err := s.certify(ctx, req.GetName(), req.GetRole(), func(nodeID string) ([]byte, error) {
+		id = ca.Identity{NodeID: nodeID, Role: role, ClusterID: auth.ClusterID()}
+		return auth.Sign(req.GetCsr(), id, certExpiry(cluster), s.cfg.Now())
+	})
 	if err != nil {
 		return nil, err
-	}
-	id := ca.Identity{NodeID: node.GetId(), Role: role, ClusterID: auth.ClusterID()}
-	cert, err := auth.Sign(req.GetCsr(), id, certExpiry(cluster), s.cfg.Now())
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "join: %v", err)
 	}
 	s.cfg.Logger.Info("node joined", "node", req.GetName(), "node_id", id.NodeID, "role", role)
 	return &skiffpb.IssueCertificateResponse{
@@ -125,8 +127,11 @@ func (s *Server) IssueCertificate(ctx context.Context, req *skiffpb.IssueCertifi
 
 // certify binds name to a node ID for role: a new node, or a node that so
 // far has a certificate for the other role only (a manager's host whose
-// agent joins, or the reverse).
-func (s *Server) certify(ctx context.Context, name string, role skiffpb.NodeRole) (*skiffpb.Node, error) {
+// agent joins, or the reverse). It returns the certificate sign makes for
+// the node's ID. sign runs before the node is recorded, so that a request
+// the CA refuses leaves nothing behind; the certificate is returned only
+// once the node is.
+func (s *Server) certify(ctx context.Context, name string, role skiffpb.NodeRole, sign func(nodeID string) ([]byte, error)) ([]byte, error) {
 	for range 5 {
 		var old *skiffpb.Node
 		s.cfg.Store.View(func(tx state.ReadTx) { old = tx.NodeByName(name) })
@@ -150,16 +155,22 @@ func (s *Server) certify(ctx context.Context, name string, role skiffpb.NodeRole
 			}
 		}
 		next.Certified = append(next.Certified, role)
-		_, err := s.cfg.Raft.Propose(ctx, &skiffpb.Command{Actions: []*skiffpb.StoreAction{
+		cert, err := sign(next.GetId())
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "join: %v", err)
+		}
+		_, err = s.cfg.Raft.Propose(ctx, &skiffpb.Command{Actions: []*skiffpb.StoreAction{
 			{Action: &skiffpb.StoreAction_PutNode{PutNode: next}},
 		}})
-		if errors.Is(err, state.ErrVersionConflict) {
+		// A conflict is a concurrent join or change under this name: look
+		// again, and refuse the name if the other one claimed it.
+		if errors.Is(err, state.ErrVersionConflict) || errors.Is(err, state.ErrNameConflict) {
 			continue
 		}
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "join: record node %s: %v", name, err)
 		}
-		return next, nil
+		return cert, nil
 	}
 	return nil, status.Errorf(codes.Aborted, "join: node %s was changed concurrently; retry", name)
 }
