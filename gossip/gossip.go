@@ -102,9 +102,10 @@ type Config struct {
 
 // Pool is this process's membership in the gossip pool.
 type Pool struct {
-	ml     *memberlist.Memberlist
-	cfg    Config
-	logger *slog.Logger
+	ml        *memberlist.Memberlist
+	transport *transport
+	cfg       Config
+	logger    *slog.Logger
 	// meta is the encoded Meta memberlist advertises: local, encoded.
 	meta atomic.Value
 	// local is the member's own Meta; it changes when a manager takes or
@@ -163,12 +164,23 @@ func Start(ctx context.Context, cfg Config) (*Pool, error) {
 	p := &Pool{cfg: cfg, logger: logger, members: map[string]member{}, stop: stop, loops: make(chan struct{}), local: cfg.Meta}
 	p.meta.Store(meta)
 
+	tr, err := newTransport(cfg.BindAddr, cfg.Port, defaultLimits, logger.With("component", "gossip-transport"))
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("start gossip: %w", err)
+	}
+	p.transport = tr
+
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Meta.memberName()
+	mc.Transport = tr
+	// With a transport of its own memberlist binds nothing itself; the
+	// bound port is still its default port for seeds given without one,
+	// and what it advertises.
 	mc.BindAddr = cfg.BindAddr
-	mc.BindPort = cfg.Port
+	mc.BindPort = tr.port
 	mc.AdvertiseAddr = cfg.Meta.Addr
-	mc.AdvertisePort = cfg.Port
+	mc.AdvertisePort = tr.port
 	// Probe more often than the LAN default so a dead host is suspected
 	// within about a second; the dispatcher's heartbeat grace is the other
 	// signal and both together let the leader replace tasks in seconds.
@@ -187,7 +199,8 @@ func Start(ctx context.Context, cfg Config) (*Pool, error) {
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		stop()
-		return nil, fmt.Errorf("start gossip on %s: %w", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.Port)), err)
+		_ = tr.Shutdown()
+		return nil, fmt.Errorf("start gossip on %s: %w", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(tr.port)), err)
 	}
 	p.ml = ml
 	go func() {
@@ -394,6 +407,18 @@ func (p *Pool) SendToAgents(msg []byte) {
 		}
 	}
 }
+
+// JoinListener returns the listener of the TLS connections made to the
+// gossip port. A node that is joining knows only a member's gossip address
+// and its join token, not yet the gossip key; it reaches the member over
+// TLS on that address to be handed what it needs. The pool tells those
+// connections from memberlist's by their first byte (a TLS handshake
+// record) and hands them over raw, that byte included: the caller serves
+// the listener, typically with tls.NewListener under a gRPC server, from
+// its own goroutine. The listener is closed when the pool shuts down;
+// closing it earlier stops only the joins. Connections that no one accepts
+// within a few seconds are closed.
+func (p *Pool) JoinListener() net.Listener { return p.transport.join }
 
 // Memberlist exposes the underlying pool for the overlay's broadcasts.
 func (p *Pool) Memberlist() *memberlist.Memberlist { return p.ml }
