@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/skiffhq/skiff/internal/testcluster"
+	"github.com/skiffhq/skiff/manager/controlapi"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
@@ -85,6 +86,26 @@ func TestCallThatMayHaveTakenEffectIsNotRepeated(t *testing.T) {
 	}
 	if got := a.calls.Load() + b.calls.Load(); got != 2 {
 		t.Errorf("%d calls, want one per manager", got)
+	}
+}
+
+// TestQuorumLostIsNotWaitedOut: a cluster that has lost its quorum will not
+// elect a leader by waiting, so the call goes to each manager once, unlike
+// one refused for want of a leader, and the user hears what to do.
+func TestQuorumLostIsNotWaitedOut(t *testing.T) {
+	lost := controlapi.QuorumLostError("no leader: the cluster may have lost quorum (1 of 3 managers reachable, 2 needed); bring managers back")
+	a := &scriptedManager{errs: []error{lost, lost, lost}}
+	b := &scriptedManager{errs: []error{lost, lost, lost}}
+	err := listNodes(t, serve(t, a), serve(t, b))
+	if got := a.calls.Load() + b.calls.Load(); got != 2 {
+		t.Errorf("%d calls, want one per manager", got)
+	}
+	want := "no leader: the cluster may have lost quorum (1 of 3 managers reachable, 2 needed); bring managers back; `skiff cluster info` shows which managers are unreachable"
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("code %s, want Unavailable", status.Code(err))
 	}
 }
 

@@ -7,23 +7,45 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
 // apiError is an error of a Control API call, with its message made fit
 // for a user: the manager's own text without gRPC's "rpc error: code =
-// ... desc =" wrapping, plus a hint where the text alone leaves the user
-// stuck. It keeps the code, so that status.Code still works on it.
+// ... desc =" wrapping, plus a hint where the manager gave none. It keeps
+// the code and the reason, so that status.Code and skiffpb.IsNoLeader
+// still work on it.
 type apiError struct {
 	code codes.Code
-	msg  string
+	// reason is the ErrorInfo reason the manager gave, in
+	// skiffpb.ErrorDomain; "" when it gave none.
+	reason string
+	msg    string
 }
 
 func (e *apiError) Error() string { return e.msg }
 
-// GRPCStatus lets status.Code and status.FromError see the original code.
-func (e *apiError) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }
+// GRPCStatus lets status.Code and status.FromError see the original code,
+// and skiffpb.IsNoLeader the original reason.
+func (e *apiError) GRPCStatus() *status.Status {
+	st := status.New(e.code, e.msg)
+	if e.reason != "" {
+		if d, err := st.WithDetails(&errdetails.ErrorInfo{Domain: skiffpb.ErrorDomain, Reason: e.reason}); err == nil {
+			st = d
+		}
+	}
+	return st
+}
+
+// reasonQuorumLost is the reason of a status from a cluster that has lost
+// its quorum: no election can succeed until managers come back. It is the
+// manager's controlapi.ReasonQuorumLost, spelled out so that the CLI need
+// not import the manager.
+const reasonQuorumLost = "QUORUM_LOST"
 
 // fromRPC converts an error returned by gRPC into an apiError; nil, io.EOF
 // and errors that did not come from gRPC pass through.
@@ -39,21 +61,41 @@ func fromRPC(err error) error {
 	if !ok {
 		return err
 	}
-	return &apiError{code: st.Code(), msg: userMessage(st.Code(), st.Message())}
+	reason := reasonOf(st)
+	return &apiError{code: st.Code(), reason: reason, msg: userMessage(st.Code(), reason, st.Message())}
+}
+
+// reasonOf is the ErrorInfo reason a manager put on st, in skiff's domain;
+// "" when there is none.
+func reasonOf(st *status.Status) string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == skiffpb.ErrorDomain {
+			return info.GetReason()
+		}
+	}
+	return ""
 }
 
 // userMessage words a gRPC status for the user. The managers already word
 // their errors for users (NotFound reads `service "x" not found`), so
 // most codes keep the text as it is.
-func userMessage(code codes.Code, msg string) string {
+func userMessage(code codes.Code, reason, msg string) string {
 	switch code {
 	case codes.Unavailable:
-		// The managers' own texts about quorum and leaders already say
-		// what to do; anything else gets the same advice.
-		if strings.Contains(msg, "quorum") || strings.Contains(msg, "retry") {
+		switch reason {
+		case "":
+			// Not a manager's verdict, such as a connection that broke
+			// mid-call: the likeliest cause is an election.
+			return msg + "; the cluster may have no leader right now: retry in a moment, or check `skiff cluster info`"
+		case reasonQuorumLost:
+			// The manager says to bring managers back; which ones is
+			// what the user needs next.
+			return msg + "; `skiff cluster info` shows which managers are unreachable"
+		default:
+			// No leader yet, a leader lost mid-call: the manager's
+			// words say what to do.
 			return msg
 		}
-		return msg + "; the cluster may have no leader right now: retry in a moment, or check `skiff cluster info`"
 	case codes.DeadlineExceeded:
 		return "the manager did not answer in time (" + msg + "); the cluster may have lost quorum: check `skiff cluster info`"
 	case codes.Canceled:

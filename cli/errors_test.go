@@ -7,6 +7,9 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/skiffhq/skiff/manager/controlapi"
+	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
 func TestFromRPC(t *testing.T) {
@@ -16,8 +19,16 @@ func TestFromRPC(t *testing.T) {
 	}{
 		{status.Error(codes.NotFound, `service "x" not found`), `service "x" not found`},
 		{status.Error(codes.InvalidArgument, `service web: replicas cannot be set for a global service`), `service web: replicas cannot be set for a global service`},
-		{status.Error(codes.Unavailable, "no leader: the cluster may have lost quorum (1 of 3 managers reachable, 2 needed); bring managers back"),
-			"no leader: the cluster may have lost quorum (1 of 3 managers reachable, 2 needed); bring managers back"},
+		{controlapi.QuorumLostError("no leader: the cluster may have lost quorum (1 of 3 managers reachable, 2 needed); bring managers back"),
+			"no leader: the cluster may have lost quorum (1 of 3 managers reachable, 2 needed); bring managers back; `skiff cluster info` shows which managers are unreachable"},
+		{skiffpb.NoLeaderError("no leader: an election is under way (2 of 3 managers reachable, 2 needed); retry in a moment"),
+			"no leader: an election is under way (2 of 3 managers reachable, 2 needed); retry in a moment"},
+		{controlapi.LeaderLostError("the leader was lost while it handled this call, which may or may not have taken effect: check, and retry"),
+			"the leader was lost while it handled this call, which may or may not have taken effect: check, and retry"},
+		// Words alone decide nothing: without a reason, even a status that
+		// speaks of quorum gets the advice.
+		{status.Error(codes.Unavailable, "lost quorum; retry"),
+			"lost quorum; retry; the cluster may have no leader right now: retry in a moment, or check `skiff cluster info`"},
 		{status.Error(codes.Unavailable, "watch fell behind"),
 			"watch fell behind; the cluster may have no leader right now: retry in a moment, or check `skiff cluster info`"},
 		{status.Error(codes.DeadlineExceeded, "context deadline exceeded"),
@@ -35,6 +46,37 @@ func TestFromRPC(t *testing.T) {
 	}
 	if fromRPC(nil) != nil || fromRPC(io.EOF) != io.EOF {
 		t.Error("nil and io.EOF must pass through")
+	}
+}
+
+// TestReasonSurvivesConversion: an error made fit for the user still
+// carries the manager's reason, so that the failover and the commands can
+// decide by it, and the CLI's spelling of the quorum-lost reason is the
+// manager's.
+func TestReasonSurvivesConversion(t *testing.T) {
+	if reasonQuorumLost != controlapi.ReasonQuorumLost {
+		t.Fatalf("the CLI's quorum-lost reason %q is not the manager's %q", reasonQuorumLost, controlapi.ReasonQuorumLost)
+	}
+	for _, tc := range []struct {
+		err    error
+		reason string
+	}{
+		{controlapi.QuorumLostError("no quorum"), controlapi.ReasonQuorumLost},
+		{controlapi.LeaderLostError("leader lost"), controlapi.ReasonLeaderLost},
+		{skiffpb.NoLeaderError("no leader"), skiffpb.ReasonNoLeader},
+		{status.Error(codes.Unavailable, "plain"), ""},
+	} {
+		got := fromRPC(tc.err)
+		if r := reasonOf(status.Convert(got)); r != tc.reason {
+			t.Errorf("fromRPC(%v): reason %q, want %q", tc.err, r, tc.reason)
+		}
+		if skiffpb.IsNoLeader(got) != (tc.reason == skiffpb.ReasonNoLeader) {
+			t.Errorf("fromRPC(%v): IsNoLeader = %v", tc.err, skiffpb.IsNoLeader(got))
+		}
+		// Converting twice changes nothing.
+		if again := fromRPC(got); again.Error() != got.Error() {
+			t.Errorf("fromRPC twice: %q, then %q", got, again)
+		}
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
+	"github.com/skiffhq/skiff/manager/controlapi"
 	// The import also registers the descriptors the forwarder looks up.
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
@@ -206,8 +207,9 @@ func (f *forwarder) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 // leader was closed under it (see retain), which gRPC reports as Canceled,
 // or broke, which it reports as Unavailable with words about the
 // connection that the client would take for its own. Either way the client
-// must hear that the leader was lost, with Unavailable, the code it tries
-// another manager on.
+// must hear that the leader was lost: Unavailable, the code it tries
+// another manager on, with ReasonLeaderLost, which tells it the call may
+// have taken effect.
 func relayErr(ctx context.Context, c *grpc.ClientConn, err error) error {
 	if ctx.Err() != nil {
 		return err
@@ -215,7 +217,7 @@ func relayErr(ctx context.Context, c *grpc.ClientConn, err error) error {
 	lost := status.Code(err) == codes.Canceled ||
 		status.Code(err) == codes.Unavailable && !skiffpb.IsNoLeader(err) && c.GetState() != connectivity.Ready
 	if lost {
-		return status.Error(codes.Unavailable, "the leader was lost while it handled this call, which may or may not have taken effect: check, and retry")
+		return controlapi.LeaderLostError("the leader was lost while it handled this call, which may or may not have taken effect: check, and retry")
 	}
 	return err
 }

@@ -7,8 +7,6 @@ import (
 	"sort"
 	"strings"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/skiffhq/skiff/manager/allocator"
@@ -92,8 +90,9 @@ func (s *Server) networkActions(tx state.ReadTx, spec *skiffpb.StackSpec) ([]*sk
 	}
 	if tx.Cluster() == nil {
 		// A new leader of a new cluster writes the cluster's settings
-		// first thing; a deploy that comes before them can simply retry.
-		return nil, status.Error(codes.Unavailable, "the cluster is still being initialised; retry in a moment")
+		// first thing; until it has, it is not done taking office, and a
+		// deploy, refused before anything was written, may come again.
+		return nil, skiffpb.NoLeaderError("the cluster is still being initialised; retry in a moment")
 	}
 	pool, err := allocator.ParsePool(tx.Cluster().GetDefaultAddrPool(), int(tx.Cluster().GetSubnetSize()))
 	if err != nil {
