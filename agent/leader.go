@@ -142,9 +142,11 @@ func (a *Agent) registerAny(ctx context.Context, addrs []string, reg *skiffpb.Re
 			return r.est, nil, nil
 		case r.redirect != "":
 			redirects = append(redirects, r.redirect)
-		default:
+		case r.err != nil:
 			errs = append(errs, fmt.Errorf("%s: %w", r.addr, r.err))
 		}
+		// A redirect that names no leader is a manager waiting for an
+		// election, which is not an error of its own.
 	}
 	if len(errs) == 0 {
 		errs = append(errs, errors.New("no manager leads yet (an election is under way)"))

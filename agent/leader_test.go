@@ -3,11 +3,16 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+
+	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
 // fakeDiscovery is a Discovery the test steers.
@@ -129,4 +134,46 @@ func TestWatchLeaderEndsOnANewerLeaderElsewhere(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a newer leader elsewhere did not end the session")
 	}
+}
+
+// noLeaderDispatcher answers every registration with a redirect that names
+// no leader, as a manager does while an election is under way.
+type noLeaderDispatcher struct {
+	skiffpb.UnimplementedDispatcherServer
+}
+
+func (noLeaderDispatcher) Session(stream grpc.BidiStreamingServer[skiffpb.AgentMessage, skiffpb.ManagerMessage]) error {
+	if _, err := stream.Recv(); err != nil {
+		return err
+	}
+	return stream.Send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_Redirect{Redirect: &skiffpb.Redirect{}}})
+}
+
+// TestConnectDuringAnElection: managers that know of no leader make
+// connect say an election is under way, not report them as failures.
+func TestConnectDuringAnElection(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	skiffpb.RegisterDispatcherServer(srv, noLeaderDispatcher{})
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	cfg := Config{Name: "h1", DataDir: t.TempDir(), Managers: []string{lis.Addr().String()}, Executor: describeOnly{}}
+	a := newAgent(ctx, cfg, slog.New(slog.DiscardHandler))
+	_, err = a.connect(ctx)
+	if err == nil || err.Error() != "no manager leads yet (an election is under way)" {
+		t.Errorf("connect: %v, want that no manager leads yet", err)
+	}
+}
+
+// describeOnly is an Executor that can only describe its node.
+type describeOnly struct{ Executor }
+
+func (describeOnly) Describe(context.Context) (*skiffpb.NodeDescription, error) {
+	return &skiffpb.NodeDescription{}, nil
 }
