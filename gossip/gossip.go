@@ -91,6 +91,16 @@ type Config struct {
 	// Join lists host:port of members to join; the member keeps trying in
 	// the background until one answers.
 	Join []string
+	// Keys are the gossip keys, KeySize bytes each; the first is the
+	// primary, which encrypts, and all of them decrypt. With keys set,
+	// every packet and stream is encrypted and authenticated (AES-GCM),
+	// and anything else is refused: only holders of a key are members.
+	// Keys change at run time with the Pool's key methods (see keys.go).
+	//
+	// Empty keeps the pool unencrypted, as it was before keys existed, only
+	// until the manager and agent wiring hands every node its key at join;
+	// a later change makes keys mandatory.
+	Keys [][]byte
 	// Delegate, when set, carries user data (the overlay's endpoint records)
 	// in the pool's broadcasts and push/pull exchanges.
 	Delegate memberlist.Delegate
@@ -106,6 +116,10 @@ type Pool struct {
 	transport *transport
 	cfg       Config
 	logger    *slog.Logger
+	// keyring is memberlist's, nil for an unencrypted pool; keysMu
+	// serializes the key methods (see RemoveKey).
+	keyring *memberlist.Keyring
+	keysMu  sync.Mutex
 	// meta is the encoded Meta memberlist advertises: local, encoded.
 	meta atomic.Value
 	// local is the member's own Meta; it changes when a manager takes or
@@ -160,8 +174,13 @@ func Start(ctx context.Context, cfg Config) (*Pool, error) {
 	if b, _ := json.Marshal(leaving); len(b) > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("gossip metadata is %d bytes, over memberlist's %d: shorten the node name or addresses", len(b), memberlist.MetaMaxSize)
 	}
+	keyring, err := newKeyring(cfg.Keys)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Keys = nil // the keyring holds them from now on, and they change
 	ctx, stop := context.WithCancel(ctx)
-	p := &Pool{cfg: cfg, logger: logger, members: map[string]member{}, stop: stop, loops: make(chan struct{}), local: cfg.Meta}
+	p := &Pool{cfg: cfg, logger: logger, keyring: keyring, members: map[string]member{}, stop: stop, loops: make(chan struct{}), local: cfg.Meta}
 	p.meta.Store(meta)
 
 	tr, err := newTransport(cfg.BindAddr, cfg.Port, defaultLimits, logger.With("component", "gossip-transport"))
@@ -192,6 +211,11 @@ func Start(ctx context.Context, cfg Config) (*Pool, error) {
 	// cluster is a few kilobytes, and it bounds how long a lost update can
 	// leave a host's view of the overlay wrong.
 	mc.PushPullInterval = 5 * time.Second
+	if keyring != nil {
+		mc.Keyring = keyring
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
+	}
 	mc.Delegate = &metaDelegate{meta: &p.meta, user: cfg.Delegate}
 	mc.Events = &eventDelegate{p: p}
 	mc.Logger = slog.NewLogLogger(logger.With("component", "memberlist").Handler(), slog.LevelDebug)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"slices"
@@ -134,6 +135,43 @@ func (l *eventLog) all() []Event {
 	return slices.Clone(l.events)
 }
 
+// logRecorder is a slog.Handler that keeps the messages logged, memberlist's
+// included.
+type logRecorder struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
+	line := rec.Message
+	rec.Attrs(func(a slog.Attr) bool {
+		line += " " + a.String()
+		return true
+	})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lines = append(r.lines, line)
+	return nil
+}
+
+func (r *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *logRecorder) WithGroup(string) slog.Handler      { return r }
+
+// find returns the lines that contain every one of parts.
+func (r *logRecorder) find(parts ...string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, l := range r.lines {
+		if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(l, p) }) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // testMember is a running pool with what the tests observe of it.
 type testMember struct {
 	*Pool
@@ -141,6 +179,7 @@ type testMember struct {
 	addr     string // host:port where others join it
 	delegate *testDelegate
 	events   *eventLog
+	logs     *logRecorder
 	stopOnce sync.Once
 	stopErr  error
 	cancel   context.CancelFunc
@@ -150,16 +189,24 @@ type testMember struct {
 // test's cleanup shuts it down if the test did not.
 func start(t *testing.T, meta Meta, join ...string) *testMember {
 	t.Helper()
+	return startWith(t, meta, nil, join...)
+}
+
+// startWith is start for a member with gossip keys (none for nil).
+func startWith(t *testing.T, meta Meta, keys [][]byte, join ...string) *testMember {
+	t.Helper()
 	meta.Addr = "127.0.0.1"
-	m := &testMember{meta: meta, delegate: &testDelegate{}, events: &eventLog{}}
+	m := &testMember{meta: meta, delegate: &testDelegate{}, events: &eventLog{}, logs: &logRecorder{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	p, err := Start(ctx, Config{
 		Meta:     meta,
 		BindAddr: "127.0.0.1",
 		Join:     join,
+		Keys:     keys,
 		Delegate: m.delegate,
 		OnEvent:  m.events.record,
+		Logger:   slog.New(m.logs),
 	})
 	if err != nil {
 		cancel()
