@@ -15,6 +15,7 @@ import (
 	"maps"
 	"math"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
@@ -216,7 +217,12 @@ func Start(ctx context.Context, cfg Config) (*Pool, error) {
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
 	}
-	mc.Delegate = &metaDelegate{meta: &p.meta, user: cfg.Delegate}
+	mc.Delegate = &metaDelegate{meta: &p.meta, user: cfg.Delegate, guard: &recordGuard{
+		self:      cfg.Meta.Name,
+		origins:   keyring != nil,
+		agentAddr: p.agentAddr,
+		logger:    logger.With("component", "gossip-records"),
+	}}
 	mc.Events = &eventDelegate{p: p}
 	mc.Logger = slog.NewLogLogger(logger.With("component", "memberlist").Handler(), slog.LevelDebug)
 
@@ -319,6 +325,19 @@ func (p *Pool) forget(n *memberlist.Node) {
 	p.membersMu.Lock()
 	defer p.membersMu.Unlock()
 	delete(p.members, n.Name)
+}
+
+// agentAddr returns the address memberlist reaches the live agent of node
+// at.
+func (p *Pool) agentAddr(node string) (netip.Addr, bool) {
+	p.membersMu.Lock()
+	m, ok := p.members[Meta{Name: node, Role: RoleAgent}.memberName()]
+	p.membersMu.Unlock()
+	if !ok {
+		return netip.Addr{}, false
+	}
+	addr, ok := netip.AddrFromSlice(m.addr)
+	return addr.Unmap(), ok
 }
 
 // snapshot copies the members with their memberlist names.
@@ -484,16 +503,20 @@ func decode(n *memberlist.Node) (Member, bool) {
 }
 
 // metaDelegate advertises the member's metadata and passes user data on to
-// the configured delegate.
+// the configured delegate, less the records the guard refuses.
 type metaDelegate struct {
-	meta *atomic.Value // []byte
-	user memberlist.Delegate
+	meta  *atomic.Value // []byte
+	user  memberlist.Delegate
+	guard *recordGuard
 }
 
 func (d *metaDelegate) NodeMeta(limit int) []byte { return d.meta.Load().([]byte) }
 
 func (d *metaDelegate) NotifyMsg(b []byte) {
-	if d.user != nil {
+	if d.user == nil {
+		return
+	}
+	if b, ok := d.guard.filter(b, "message"); ok {
 		d.user.NotifyMsg(b)
 	}
 }
@@ -513,7 +536,10 @@ func (d *metaDelegate) LocalState(join bool) []byte {
 }
 
 func (d *metaDelegate) MergeRemoteState(buf []byte, join bool) {
-	if d.user != nil {
+	if d.user == nil {
+		return
+	}
+	if buf, ok := d.guard.filter(buf, "push/pull"); ok {
 		d.user.MergeRemoteState(buf, join)
 	}
 }
