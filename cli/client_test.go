@@ -93,7 +93,7 @@ func TestCallThatMayHaveTakenEffectIsNotRepeated(t *testing.T) {
 // elect a leader by waiting, so the call goes to each manager once, unlike
 // one refused for want of a leader, and the user hears what to do.
 func TestQuorumLostIsNotWaitedOut(t *testing.T) {
-	lost := controlapi.QuorumLostError("no leader: the cluster may have lost quorum (1 of 3 managers reachable, 2 needed); bring managers back")
+	lost := skiffpb.QuorumLostError("no leader: the cluster may have lost quorum (1 of 3 managers reachable, 2 needed); bring managers back")
 	a := &scriptedManager{errs: []error{lost, lost, lost}}
 	b := &scriptedManager{errs: []error{lost, lost, lost}}
 	err := listNodes(t, serve(t, a), serve(t, b))

@@ -41,12 +41,6 @@ func (e *apiError) GRPCStatus() *status.Status {
 	return st
 }
 
-// reasonQuorumLost is the reason of a status from a cluster that has lost
-// its quorum: no election can succeed until managers come back. It is the
-// manager's controlapi.ReasonQuorumLost, spelled out so that the CLI need
-// not import the manager.
-const reasonQuorumLost = "QUORUM_LOST"
-
 // fromRPC converts an error returned by gRPC into an apiError; nil, io.EOF
 // and errors that did not come from gRPC pass through.
 func fromRPC(err error) error {
@@ -61,19 +55,8 @@ func fromRPC(err error) error {
 	if !ok {
 		return err
 	}
-	reason := reasonOf(st)
+	reason := skiffpb.ReasonOf(st)
 	return &apiError{code: st.Code(), reason: reason, msg: userMessage(st.Code(), reason, st.Message())}
-}
-
-// reasonOf is the ErrorInfo reason a manager put on st, in skiff's domain;
-// "" when there is none.
-func reasonOf(st *status.Status) string {
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == skiffpb.ErrorDomain {
-			return info.GetReason()
-		}
-	}
-	return ""
 }
 
 // userMessage words a gRPC status for the user. The managers already word
@@ -87,7 +70,7 @@ func userMessage(code codes.Code, reason, msg string) string {
 			// Not a manager's verdict, such as a connection that broke
 			// mid-call: the likeliest cause is an election.
 			return msg + "; the cluster may have no leader right now: retry in a moment, or check `skiff cluster info`"
-		case reasonQuorumLost:
+		case skiffpb.ReasonQuorumLost:
 			// The manager says to bring managers back; which ones is
 			// what the user needs next.
 			return msg + "; `skiff cluster info` shows which managers are unreachable"

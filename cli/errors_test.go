@@ -19,11 +19,11 @@ func TestFromRPC(t *testing.T) {
 	}{
 		{status.Error(codes.NotFound, `service "x" not found`), `service "x" not found`},
 		{status.Error(codes.InvalidArgument, `service web: replicas cannot be set for a global service`), `service web: replicas cannot be set for a global service`},
-		{controlapi.QuorumLostError("no leader: the cluster may have lost quorum (1 of 3 managers reachable, 2 needed); bring managers back"),
+		{skiffpb.QuorumLostError("no leader: the cluster may have lost quorum (1 of 3 managers reachable, 2 needed); bring managers back"),
 			"no leader: the cluster may have lost quorum (1 of 3 managers reachable, 2 needed); bring managers back; `skiff cluster info` shows which managers are unreachable"},
 		{skiffpb.NoLeaderError("no leader: an election is under way (2 of 3 managers reachable, 2 needed); retry in a moment"),
 			"no leader: an election is under way (2 of 3 managers reachable, 2 needed); retry in a moment"},
-		{controlapi.LeaderLostError("the leader was lost while it handled this call, which may or may not have taken effect: check, and retry"),
+		{skiffpb.LeaderLostError("the leader was lost while it handled this call, which may or may not have taken effect: check, and retry"),
 			"the leader was lost while it handled this call, which may or may not have taken effect: check, and retry"},
 		// Words alone decide nothing: without a reason, even a status that
 		// speaks of quorum gets the advice.
@@ -51,23 +51,19 @@ func TestFromRPC(t *testing.T) {
 
 // TestReasonSurvivesConversion: an error made fit for the user still
 // carries the manager's reason, so that the failover and the commands can
-// decide by it, and the CLI's spelling of the quorum-lost reason is the
-// manager's.
+// decide by it.
 func TestReasonSurvivesConversion(t *testing.T) {
-	if reasonQuorumLost != controlapi.ReasonQuorumLost {
-		t.Fatalf("the CLI's quorum-lost reason %q is not the manager's %q", reasonQuorumLost, controlapi.ReasonQuorumLost)
-	}
 	for _, tc := range []struct {
 		err    error
 		reason string
 	}{
-		{controlapi.QuorumLostError("no quorum"), controlapi.ReasonQuorumLost},
-		{controlapi.LeaderLostError("leader lost"), controlapi.ReasonLeaderLost},
+		{skiffpb.QuorumLostError("no quorum"), skiffpb.ReasonQuorumLost},
+		{skiffpb.LeaderLostError("leader lost"), skiffpb.ReasonLeaderLost},
 		{skiffpb.NoLeaderError("no leader"), skiffpb.ReasonNoLeader},
 		{status.Error(codes.Unavailable, "plain"), ""},
 	} {
 		got := fromRPC(tc.err)
-		if r := reasonOf(status.Convert(got)); r != tc.reason {
+		if r := skiffpb.ReasonOf(status.Convert(got)); r != tc.reason {
 			t.Errorf("fromRPC(%v): reason %q, want %q", tc.err, r, tc.reason)
 		}
 		if skiffpb.IsNoLeader(got) != (tc.reason == skiffpb.ReasonNoLeader) {

@@ -20,7 +20,6 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
-	"github.com/skiffhq/skiff/manager/controlapi"
 	// The import also registers the descriptors the forwarder looks up.
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
@@ -217,7 +216,7 @@ func relayErr(ctx context.Context, c *grpc.ClientConn, err error) error {
 	lost := status.Code(err) == codes.Canceled ||
 		status.Code(err) == codes.Unavailable && !skiffpb.IsNoLeader(err) && c.GetState() != connectivity.Ready
 	if lost {
-		return controlapi.LeaderLostError("the leader was lost while it handled this call, which may or may not have taken effect: check, and retry")
+		return skiffpb.LeaderLostError("the leader was lost while it handled this call, which may or may not have taken effect: check, and retry")
 	}
 	return err
 }

@@ -6,8 +6,6 @@ import (
 	"slices"
 	"sync"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/skiffhq/skiff/gossip"
 	"github.com/skiffhq/skiff/manager/controlapi"
@@ -124,7 +122,7 @@ func (ms *membership) leaderAPIAddr() (string, error) {
 		hint, quorum := ms.quorumHint()
 		if !quorum {
 			// No election can succeed: retrying would only delay the news.
-			return "", status.Error(codes.Unavailable, "no leader: "+hint)
+			return "", skiffpb.QuorumLostError("no leader: " + hint)
 		}
 		return "", skiffpb.NoLeaderError("no leader: " + hint)
 	}
@@ -136,7 +134,7 @@ func (ms *membership) leaderAPIAddr() (string, error) {
 	var addr string
 	ms.store.View(func(tx state.ReadTx) { addr = tx.NodeByName(id).GetManagerStatus().GetApiAddr() })
 	if addr == "" {
-		return "", status.Errorf(codes.Unavailable, "leader %s has no known API address yet; retry", id)
+		return "", skiffpb.NoLeaderError(fmt.Sprintf("leader %s has no known API address yet; retry in a moment", id))
 	}
 	return addr, nil
 }
@@ -146,7 +144,7 @@ func (ms *membership) leaderAPIAddr() (string, error) {
 func (ms *membership) quorumHint() (hint string, quorum bool) {
 	servers, err := ms.raft.Servers()
 	if err != nil || len(servers) == 0 {
-		return "this manager has not joined a cluster yet", false
+		return "this manager has not joined a cluster yet; check its log, its --join addresses and its token", false
 	}
 	up := 0
 	for _, s := range servers {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"syscall"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -13,41 +12,6 @@ import (
 	"github.com/skiffhq/skiff/manager/state"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
-
-// The reasons below mark, beside skiffpb.ReasonNoLeader, Unavailable
-// statuses a client acts on: each is an ErrorInfo in skiffpb.ErrorDomain,
-// and the status's message says what the user should do. Clients decide by
-// the reason, never by the words.
-const (
-	// ReasonQuorumLost marks a call refused or cut off because too few
-	// managers are reachable to elect a leader or commit: nothing will
-	// succeed until managers come back, so waiting for an election, as
-	// for ReasonNoLeader, is no use. A write cut off this way may or may
-	// not have taken effect.
-	ReasonQuorumLost = "QUORUM_LOST"
-	// ReasonLeaderLost marks a call that a follower forwarded to a leader
-	// that was lost while it handled the call, which may or may not have
-	// taken effect.
-	ReasonLeaderLost = "LEADER_LOST"
-)
-
-// QuorumLostError is the Unavailable status, with ReasonQuorumLost, of a
-// call that failed because the cluster has lost its quorum; msg says so,
-// and what to do, for people.
-func QuorumLostError(msg string) error { return withReason(codes.Unavailable, ReasonQuorumLost, msg) }
-
-// LeaderLostError is the Unavailable status, with ReasonLeaderLost, of a
-// forwarded call whose leader was lost; msg says so, and what to do, for
-// people.
-func LeaderLostError(msg string) error { return withReason(codes.Unavailable, ReasonLeaderLost, msg) }
-
-func withReason(code codes.Code, reason, msg string) error {
-	st := status.New(code, msg)
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Domain: skiffpb.ErrorDomain, Reason: reason}); err == nil {
-		st = d
-	}
-	return st.Err()
-}
 
 // toStatus gives an error the gRPC code that tells the CLI what happened.
 func toStatus(err error) error {
@@ -69,7 +33,7 @@ func toStatus(err error) error {
 		// Refused before it reached the log: safe to send again.
 		return skiffpb.NoLeaderError(err.Error() + "; retry in a moment")
 	case errors.Is(err, raftnode.ErrNoQuorum):
-		return QuorumLostError(err.Error())
+		return skiffpb.QuorumLostError(err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	case errors.Is(err, context.Canceled):

@@ -40,7 +40,7 @@ func TestToStatus(t *testing.T) {
 		// words must appear in the message.
 		words string
 	}{
-		{fmt.Errorf("commit: %w", raftnode.ErrNoQuorum), codes.Unavailable, ReasonQuorumLost, "bring managers back"},
+		{fmt.Errorf("commit: %w", raftnode.ErrNoQuorum), codes.Unavailable, skiffpb.ReasonQuorumLost, "bring managers back"},
 		{fmt.Errorf("commit: %w", raftnode.ErrNotLeader), codes.Unavailable, skiffpb.ReasonNoLeader, "retry in a moment"},
 		{fmt.Errorf("commit: %w (%w)", raftnode.ErrStorage, syscall.ENOSPC), codes.ResourceExhausted, "", "free space"},
 		{fmt.Errorf("commit: %w (%w)", raftnode.ErrStorage, syscall.EIO), codes.Unavailable, "", "fix the disk"},
@@ -49,7 +49,7 @@ func TestToStatus(t *testing.T) {
 		{context.DeadlineExceeded, codes.DeadlineExceeded, "", ""},
 		{errors.New("boom"), codes.Internal, "", "boom"},
 		// A status made on purpose passes through as it is.
-		{QuorumLostError("no leader: lost quorum"), codes.Unavailable, ReasonQuorumLost, "no leader: lost quorum"},
+		{skiffpb.QuorumLostError("no leader: lost quorum"), codes.Unavailable, skiffpb.ReasonQuorumLost, "no leader: lost quorum"},
 	} {
 		got := toStatus(tc.err)
 		if status.Code(got) != tc.code {
@@ -72,8 +72,8 @@ func TestReasonedErrors(t *testing.T) {
 		err    error
 		reason string
 	}{
-		{QuorumLostError("no quorum"), ReasonQuorumLost},
-		{LeaderLostError("leader lost"), ReasonLeaderLost},
+		{skiffpb.QuorumLostError("no quorum"), skiffpb.ReasonQuorumLost},
+		{skiffpb.LeaderLostError("leader lost"), skiffpb.ReasonLeaderLost},
 	} {
 		if status.Code(tc.err) != codes.Unavailable {
 			t.Errorf("%v: code %s, want Unavailable", tc.err, status.Code(tc.err))
