@@ -69,7 +69,9 @@ type app struct {
 	now func() time.Time
 
 	managerFlag string
-	conn        *failoverConn
+	// tlsDirFlag is --tls-dir: where the admin credentials are.
+	tlsDirFlag string
+	conn       *failoverConn
 }
 
 func (a *app) close() {

@@ -3,6 +3,8 @@ package manager
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"os"
 	"sync"
 	"time"
 
@@ -101,21 +103,40 @@ func (m *Manager) lead(ctx context.Context) {
 }
 
 // ensureCluster writes the cluster object on the first leadership of a new
-// cluster.
+// cluster: the settings, CA and secrets its first manager created, with
+// that manager's node.
 func (m *Manager) ensureCluster(ctx context.Context) error {
 	var exists bool
 	m.store.View(func(tx state.ReadTx) { exists = tx.Cluster() != nil })
 	if exists {
+		m.dropPending()
 		return nil
 	}
-	now := time.Now().UnixNano()
-	_, err := m.raft.Propose(ctx, &skiffpb.Command{Actions: []*skiffpb.StoreAction{{Action: &skiffpb.StoreAction_PutCluster{PutCluster: &skiffpb.Cluster{
-		Id: state.NewID(), Meta: &skiffpb.Meta{CreatedAt: now, UpdatedAt: now},
-		DefaultAddrPool: m.cfg.DefaultAddrPool, SubnetSize: uint32(m.cfg.SubnetSize), TaskHistoryLimit: 5,
-		NodeDownGrace: int64(m.cfg.DownGrace), HeartbeatPeriod: int64(m.cfg.HeartbeatPeriod),
-	}}}}})
-	if err != nil && !errors.Is(err, state.ErrVersionConflict) {
+	cmd, err := m.pendingCommand()
+	if err != nil {
 		return err
 	}
+	if cmd == nil {
+		// Until the daemons are wired to certificates (issue 12), a cluster
+		// may start without its security settings.
+		cmd = &skiffpb.Command{Actions: []*skiffpb.StoreAction{{Action: &skiffpb.StoreAction_PutCluster{PutCluster: &skiffpb.Cluster{Id: state.NewID()}}}}}
+	}
+	now := time.Now().UnixNano()
+	c := cmd.GetActions()[0].GetPutCluster()
+	c.Meta = &skiffpb.Meta{CreatedAt: now, UpdatedAt: now}
+	c.DefaultAddrPool, c.SubnetSize, c.TaskHistoryLimit = m.cfg.DefaultAddrPool, uint32(m.cfg.SubnetSize), 5
+	c.NodeDownGrace, c.HeartbeatPeriod = int64(m.cfg.DownGrace), int64(m.cfg.HeartbeatPeriod)
+	if _, err := m.raft.Propose(ctx, cmd); err != nil && !errors.Is(err, state.ErrVersionConflict) {
+		return err
+	}
+	m.dropPending()
 	return nil
+}
+
+// dropPending removes the new cluster's first command once the store holds
+// it.
+func (m *Manager) dropPending() {
+	if err := os.Remove(m.pendingPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		m.logger.Warn("remove the new cluster's pending settings", "path", m.pendingPath(), "error", err)
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/skiffhq/skiff/ca"
 	"github.com/skiffhq/skiff/gossip"
 	"github.com/skiffhq/skiff/internal/debugserver"
 	"github.com/skiffhq/skiff/manager/controlapi"
@@ -41,7 +42,13 @@ type Config struct {
 	// Join lists gossip addresses (host:port) of existing members. With an
 	// empty data dir, the manager joins their cluster instead of creating
 	// one.
-	Join            []string
+	Join []string
+	// Token is the manager join token, needed only for the first join;
+	// afterwards the manager has its certificate in its data dir.
+	Token string
+	// CertExpiry is the lifetime of node certificates in a cluster this
+	// manager creates.
+	CertExpiry      time.Duration
 	DefaultAddrPool string
 	// SubnetSize is the prefix length of each overlay network's subnet.
 	SubnetSize  int
@@ -74,6 +81,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SubnetSize == 0 {
 		c.SubnetSize = 24
+	}
+	if c.CertExpiry == 0 {
+		c.CertExpiry = ca.DefaultCertExpiry
 	}
 	if c.HeartbeatPeriod == 0 {
 		c.HeartbeatPeriod = 500 * time.Millisecond
