@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/skiffhq/skiff/internal/testcluster"
-	"github.com/skiffhq/skiff/manager/controlapi"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
