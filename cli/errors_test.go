@@ -8,7 +8,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/skiffhq/skiff/manager/controlapi"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
