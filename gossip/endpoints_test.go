@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	"github.com/skiffhq/skiff/gossip"
 	"github.com/skiffhq/skiff/overlay"
 	"github.com/skiffhq/skiff/overlay/endpoints"
@@ -161,14 +163,35 @@ func TestGuardUnderEndpointTables(t *testing.T) {
 	}
 }
 
-// TestUnencryptedPoolTrustsRecords checks that without keys the pool lets
-// the records through as before: the other table shows an endpoint placed
-// off its origin's host.
-func TestUnencryptedPoolTrustsRecords(t *testing.T) {
+// TestUnencryptedPoolChecksOnlyClocks checks that without keys the pool
+// lets records through as before, even one placed off its origin's host,
+// but still refuses one whose clock is far ahead of real time, which would
+// otherwise wedge every table's clock near the top of uint64.
+func TestUnencryptedPoolChecksOnlyClocks(t *testing.T) {
 	a := startAgent(t, "a", nil)
 	b := startAgent(t, "b", nil, a.addr)
 	if err := a.table.Publish(endpoint("10.0.0.3", "198.18.0.9")); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "b to show a's endpoint off a's host", func() bool { return holds(b.table, "10.0.0.3", "a") })
+
+	var to *memberlist.Node
+	for _, n := range a.pool.Memberlist().Members() {
+		if strings.HasPrefix(n.Name, "b/") {
+			to = n
+		}
+	}
+	if to == nil {
+		t.Fatal("a does not know b")
+	}
+	forged := []byte(`{"r":[{"n":"` + testNet + `","ip":"10.0.0.5","c":18446744073709551614,"o":"a","vtep":"127.0.0.1","vni":4096,"svc":"app_web"}]}`)
+	if err := a.pool.Memberlist().SendBestEffort(to, append([]byte{1}, forged...)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b to refuse the clock near the top", func() bool {
+		return b.logs.has("clock is too far ahead", "ip=10.0.0.5", "clock=18446744073709551614")
+	})
+	if holds(b.table, "10.0.0.5", "a") {
+		t.Error("b shows the endpoint with the clock near the top")
+	}
 }

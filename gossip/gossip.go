@@ -221,6 +221,7 @@ func Start(ctx context.Context, cfg Config) (*Pool, error) {
 		self:      cfg.Meta.Name,
 		origins:   keyring != nil,
 		agentAddr: p.agentAddr,
+		now:       time.Now,
 		logger:    logger.With("component", "gossip-records"),
 	}}
 	mc.Events = &eventDelegate{p: p}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/netip"
+	"time"
 )
 
 // The pool's user data are the overlay's endpoint records (package
@@ -32,15 +33,28 @@ import (
 //     pool, nor at its own host under another's name, and what it writes
 //     under its own name is hidden as soon as it leaves or the leader
 //     holds it Down.
-//   - Records naming this node are let through whatever they say: the node
-//     is the authority on its own endpoints, and its endpoint table
-//     withdraws those it does not hold (a leftover of an earlier life at
-//     another address, or a forgery), which it can only do if it hears of
-//     them.
+//   - Records naming this node pass the origin rule wherever they place
+//     their endpoint: the node is the authority on its own endpoints, and
+//     its endpoint table withdraws those it does not hold (a leftover of an
+//     earlier life at another address, or a forgery), which it can only do
+//     if it hears of them.
 //   - A record whose origin is not alive here (a node that died, or one
 //     whose join has not reached this member yet) is dropped: it would be
 //     hidden anyway, and retransmission or the next push/pull brings it
 //     again once its node is.
+//   - Clock (in every pool, for every record, this node's own included). A
+//     record's Lamport clock must not be more than MaxClockLead ahead of
+//     this host's wall clock in microseconds, the scale endpoint tables
+//     seed their clocks from; a table's clock then advances by one a
+//     write, far slower than real time. Tables adopt the highest clock
+//     they receive and never go back, so one record with a clock near the
+//     top of uint64 would leave no room for later writes to outrank it,
+//     and a chain of records, each a bound past the last, would get there
+//     in steps. Bounding by real time instead of by the clocks seen stops
+//     both: no message moves any table past an hour ahead of its host's
+//     clock. The cost falls on a host whose clock runs more than that
+//     ahead: its fresh records are refused until real time catches up
+//     (push/pull brings them again), and the refusals are logged.
 //
 // What the rules cannot stop: a member can still claim any address under
 // its own name (the endpoint table lets the newest live record of an
@@ -50,8 +64,14 @@ import (
 // (signed), which is beyond what the pool can tell.
 //
 // Without Config.Keys anyone who reaches the port can join under any name
-// and address, so the origin rule would prove nothing; such pools let every
-// record through, as before keys were handed out.
+// and address, so the origin rule would prove nothing; such pools check
+// only the clock, and otherwise let records through as before keys were
+// handed out.
+
+// MaxClockLead is how far ahead of this host's clock a received endpoint
+// record's Lamport clock may be, read as microseconds since the Unix epoch
+// (see records.go): a generous bound on the skew between hosts' clocks.
+const MaxClockLead = time.Hour
 
 // endpointWireVersion is the first byte of an endpoint message in
 // overlay/endpoints' wire format (wire.go there); the rest is the JSON
@@ -67,6 +87,7 @@ type wireRecord struct {
 	Network string `json:"n"`
 	IP      string `json:"ip"`
 	Origin  string `json:"o"`
+	Clock   uint64 `json:"c"`
 	Deleted bool   `json:"d"`
 	VTEP    string `json:"vtep"`
 }
@@ -80,7 +101,9 @@ type recordGuard struct {
 	// agentAddr returns the address memberlist reaches the live agent
 	// named node at.
 	agentAddr func(node string) (netip.Addr, bool)
-	logger    *slog.Logger
+	// now is the wall clock, time.Now but in tests.
+	now    func() time.Time
+	logger *slog.Logger
 }
 
 // filter returns msg without the records the rules refuse: msg itself when
@@ -105,6 +128,7 @@ func (g *recordGuard) filter(msg []byte, how string) (out []byte, ok bool) {
 			return nil, false
 		}
 	}
+	limit := uint64(max(0, g.now().Add(MaxClockLead).UnixMicro()))
 	kept := raw[:0:0]
 	for _, r := range raw {
 		var rec wireRecord
@@ -114,7 +138,7 @@ func (g *recordGuard) filter(msg []byte, how string) (out []byte, ok bool) {
 			g.logger.Warn("dropping a malformed endpoint message", "via", how, "error", err)
 			return nil, false
 		}
-		if g.accept(rec, how) {
+		if g.accept(rec, limit, how) {
 			kept = append(kept, r)
 		}
 	}
@@ -135,8 +159,14 @@ func (g *recordGuard) filter(msg []byte, how string) (out []byte, ok bool) {
 	return append([]byte{endpointWireVersion}, out...), true
 }
 
-// accept applies the rules to one record.
-func (g *recordGuard) accept(rec wireRecord, how string) bool {
+// accept applies the rules to one record; limit is the highest clock
+// accepted now.
+func (g *recordGuard) accept(rec wireRecord, limit uint64, how string) bool {
+	if rec.Clock > limit {
+		g.logger.Warn("refusing an endpoint record whose clock is too far ahead",
+			"network", rec.Network, "ip", rec.IP, "origin", rec.Origin, "clock", rec.Clock, "limit", limit, "via", how)
+		return false
+	}
 	if !g.origins || rec.Origin == g.self {
 		return true
 	}

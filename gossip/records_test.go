@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 // rec is an endpoint record as overlay/endpoints encodes it, with a field
@@ -60,9 +62,13 @@ func testGuard(origins bool) *recordGuard {
 			a, ok := agents[node]
 			return a, ok
 		},
+		now:    func() time.Time { return testNow },
 		logger: slog.New(slog.DiscardHandler),
 	}
 }
+
+// testNow is the guard's wall clock in the tests.
+var testNow = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 
 // TestGuardOrigins checks the origin rule on one record at a time: a live
 // record must be on its origin's host, which must be a live agent; a
@@ -150,5 +156,44 @@ func TestGuardPassesOthers(t *testing.T) {
 		if _, ok := testGuard(false).filter(msg, "test"); ok {
 			t.Errorf("filter let the malformed %q through", msg)
 		}
+	}
+}
+
+// TestGuardClockBound checks that a record whose clock is more than
+// MaxClockLead ahead of the wall clock, in microseconds, is refused in any
+// pool, this node's own records included, and that in a push/pull state
+// only that record goes.
+func TestGuardClockBound(t *testing.T) {
+	limit := uint64(testNow.Add(MaxClockLead).UnixMicro())
+	withClock := func(origin string, clock uint64) map[string]any {
+		r := rec(origin, "192.0.2.2", false)
+		r["c"] = clock
+		return r
+	}
+	for _, origins := range []bool{true, false} {
+		for _, c := range []struct {
+			name   string
+			origin string
+			clock  uint64
+			want   bool
+		}{
+			{"seeded from the wall clock", "b", uint64(testNow.UnixMicro()), true},
+			{"at the bound", "b", limit, true},
+			{"past the bound", "b", limit + 1, false},
+			{"near the top", "b", math.MaxUint64, false},
+			{"this node's own, past the bound", "self", limit + 1, false},
+			{"a restarted clock from the epoch", "b", 1000, true},
+		} {
+			if _, ok := testGuard(origins).filter(endpointMsg(t, withClock(c.origin, c.clock)), "test"); ok != c.want {
+				t.Errorf("keys %v, %s: let through %v, want %v", origins, c.name, ok, c.want)
+			}
+		}
+	}
+
+	ahead, fine := withClock("b", limit+1), withClock("b", limit)
+	ahead["ip"], fine["ip"] = "10.0.0.8", "10.0.0.9"
+	out, ok := testGuard(false).filter(endpointMsg(t, ahead, fine), "test")
+	if got := records(t, out); !ok || len(got) != 1 || got[0]["ip"] != "10.0.0.9" {
+		t.Errorf("from a state with one clock too far ahead, let through %v, want only 10.0.0.9", got)
 	}
 }
