@@ -3,6 +3,13 @@
 // their node metadata, so an agent started with only --join can find the
 // managers, and the leader learns from memberlist's failure detector that a
 // host has died before its heartbeats run out.
+//
+// The pool runs on a transport of its own (transport.go): one port, UDP
+// and TCP, whose TCP side also takes the TLS connections of nodes that are
+// joining and do not hold the gossip key yet (JoinListener). With keys
+// (Config.Keys, keys.go) everything memberlist sends is encrypted and
+// authenticated. The overlay's endpoint records the pool carries are
+// checked before its delegate sees them (records.go).
 package gossip
 
 import (
@@ -96,6 +103,7 @@ type Config struct {
 	// primary, which encrypts, and all of them decrypt. With keys set,
 	// every packet and stream is encrypted and authenticated (AES-GCM),
 	// and anything else is refused: only holders of a key are members.
+	// Keys also turn on the origin rule for endpoint records (records.go).
 	// Keys change at run time with the Pool's key methods (see keys.go).
 	//
 	// Empty keeps the pool unencrypted, as it was before keys existed, only
@@ -103,7 +111,8 @@ type Config struct {
 	// a later change makes keys mandatory.
 	Keys [][]byte
 	// Delegate, when set, carries user data (the overlay's endpoint records)
-	// in the pool's broadcasts and push/pull exchanges.
+	// in the pool's broadcasts and push/pull exchanges. It is handed only
+	// the records the pool's checks let through (records.go).
 	Delegate memberlist.Delegate
 	// OnEvent, when set, is called for every membership change, from
 	// memberlist's goroutine; it must not block.
@@ -184,7 +193,7 @@ func Start(ctx context.Context, cfg Config) (*Pool, error) {
 	p := &Pool{cfg: cfg, logger: logger, keyring: keyring, members: map[string]member{}, stop: stop, loops: make(chan struct{}), local: cfg.Meta}
 	p.meta.Store(meta)
 
-	tr, err := newTransport(cfg.BindAddr, cfg.Port, defaultLimits, logger.With("component", "gossip-transport"))
+	tr, err := newTransport(cfg.BindAddr, cfg.Port, defaultLimits(), logger.With("component", "gossip-transport"))
 	if err != nil {
 		stop()
 		return nil, fmt.Errorf("start gossip: %w", err)

@@ -85,7 +85,9 @@ type transportLimits struct {
 	peek, handoff time.Duration
 }
 
-var defaultLimits = transportLimits{peek: peekTimeout, handoff: handoffTimeout}
+func defaultLimits() transportLimits {
+	return transportLimits{peek: peekTimeout, handoff: handoffTimeout}
+}
 
 // newTransport listens on bindAddr (an IP; empty for every interface) and
 // port, TCP and UDP. Port 0 picks a port free for both.

@@ -175,8 +175,8 @@ func TestTransportShutdownClosesSilent(t *testing.T) {
 // whole on the other transport's packet channel, from the sender's port
 // and stamped with its arrival time.
 func TestTransportPackets(t *testing.T) {
-	a := startTransport(t, defaultLimits)
-	b := startTransport(t, defaultLimits)
+	a := startTransport(t, defaultLimits())
+	b := startTransport(t, defaultLimits())
 	msg := bytes.Repeat([]byte("gossip"), 500) // over a typical 1400-byte packet
 	before := time.Now()
 	if _, err := a.WriteTo(msg, b.udp.LocalAddr().String()); err != nil {
@@ -289,7 +289,7 @@ func TestJoinListenerSharesGossipPort(t *testing.T) {
 // in its 4-byte form, else the bound one, and an error rather than a guess
 // when bound to every interface with none configured.
 func TestFinalAdvertiseAddr(t *testing.T) {
-	tr := startTransport(t, defaultLimits)
+	tr := startTransport(t, defaultLimits())
 	ip, port, err := tr.FinalAdvertiseAddr("192.0.2.7", 0)
 	if err != nil || !ip.Equal(net.IPv4(192, 0, 2, 7)) || len(ip) != net.IPv4len || port != tr.port {
 		t.Errorf("FinalAdvertiseAddr(192.0.2.7, 0) = %v (%d bytes), %d, %v; want 192.0.2.7 (4 bytes), %d", ip, len(ip), port, err, tr.port)
@@ -300,7 +300,7 @@ func TestFinalAdvertiseAddr(t *testing.T) {
 	if _, _, err := tr.FinalAdvertiseAddr("not-an-ip", 0); err == nil {
 		t.Error("FinalAdvertiseAddr accepted a host name")
 	}
-	all, err := newTransport("", 0, defaultLimits, slog.New(slog.DiscardHandler))
+	all, err := newTransport("", 0, defaultLimits(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("bind every interface: %v", err)
 	}
