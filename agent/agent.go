@@ -54,15 +54,6 @@ type Config struct {
 	// Overlay, when set, is the host's overlay network: it hears of the
 	// node's networks and of every task's status.
 	Overlay Overlay
-
-	// GossipPort, Join and NoGossip have Run join the gossip pool itself
-	// when no Discovery is given (see joinGossip).
-	//
-	// Deprecated: start a pool and pass it as Discovery, as skiff-agent
-	// does; these remain until internal/testcluster and cmd/skiff-sim do.
-	GossipPort int
-	Join       []string
-	NoGossip   bool
 }
 
 // Discovery tells the agent where the managers are and which of them leads.
@@ -120,8 +111,8 @@ func (c *Config) validate() error {
 	switch err := c.Validate(); {
 	case err != nil:
 		return err
-	case c.Discovery == nil && len(c.Join) == 0 && len(c.Managers) == 0:
-		return errors.New("--join is required: give the gossip address (HOST:PORT) of any manager or agent")
+	case c.Discovery == nil && len(c.Managers) == 0:
+		return errors.New("no way to find the managers: configure a Discovery or a list of Managers")
 	case c.Executor == nil:
 		return errors.New("no executor configured")
 	}
@@ -162,18 +153,6 @@ func Run(ctx context.Context, cfg Config) error {
 	containers, err := cfg.Executor.Containers(ctx)
 	if err != nil {
 		return fmt.Errorf("list this node's containers: %w", err)
-	}
-	if cfg.Discovery == nil && !cfg.NoGossip {
-		pool, d, err := joinGossip(ctx, cfg, logger)
-		if err != nil {
-			return err
-		}
-		defer func() {
-			if err := pool.Shutdown(time.Second); err != nil {
-				logger.Debug("gossip shutdown", "error", err)
-			}
-		}()
-		cfg.Discovery = d
 	}
 	a := newAgent(ctx, cfg, logger)
 	a.worker.adopt(containers)

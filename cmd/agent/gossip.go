@@ -7,6 +7,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/skiffhq/skiff/agent"
+	"github.com/skiffhq/skiff/agent/discovery"
 	"github.com/skiffhq/skiff/gossip"
 )
 
@@ -34,44 +35,18 @@ type gossipConfig struct {
 // that die, and it is the agent's Discovery of the managers and the leader.
 // The caller leaves the pool once the agent has stopped.
 func joinGossip(ctx context.Context, cfg gossipConfig, ov gossipOverlay) (*gossip.Pool, agent.Discovery, error) {
-	news := make(chan struct{}, 1)
-	pool, err := gossip.Start(ctx, gossip.Config{
+	d, err := discovery.Start(ctx, gossip.Config{
 		Meta:     gossip.Meta{Name: cfg.name, Role: gossip.RoleAgent, Addr: cfg.addr},
 		BindAddr: cfg.addr,
 		Port:     cfg.port,
 		Join:     cfg.join,
 		Delegate: ov.Delegate(),
-		OnEvent: func(ev gossip.Event) {
-			ov.HandleGossip(ev)
-			announceLeader(news, ev)
-		},
-		Logger: cfg.logger,
+		OnEvent:  ov.HandleGossip,
+		Logger:   cfg.logger,
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	ov.SetPool(pool)
-	return pool, discovery{Pool: pool, news: news}, nil
+	ov.SetPool(d.Pool())
+	return d.Pool(), d, nil
 }
-
-// announceLeader signals news when ev is a manager announcing that it
-// leads. It runs on memberlist's goroutine, so it never blocks: a signal
-// already waiting covers this one.
-func announceLeader(news chan<- struct{}, ev gossip.Event) {
-	if ev.Member.Role != gossip.RoleManager || ev.Member.Lead == 0 {
-		return
-	}
-	select {
-	case news <- struct{}{}:
-	default:
-	}
-}
-
-// discovery is the gossip pool as the agent's Discovery: the pool already
-// names the managers and the leader; news adds the wake-up.
-type discovery struct {
-	*gossip.Pool
-	news chan struct{}
-}
-
-func (d discovery) LeaderNews() <-chan struct{} { return d.news }

@@ -111,24 +111,3 @@ func TestJoinGossipWiresOverlayAndDiscovery(t *testing.T) {
 		return addr == api && term == 7
 	})
 }
-
-// TestAnnounceLeader: only a manager that leads is news, and news never
-// blocks the pool's goroutine.
-func TestAnnounceLeader(t *testing.T) {
-	news := make(chan struct{}, 1)
-	for _, m := range []gossip.Member{
-		{Meta: gossip.Meta{Name: "a1", Role: gossip.RoleAgent, Lead: 3}},
-		{Meta: gossip.Meta{Name: "m1", Role: gossip.RoleManager}},
-	} {
-		announceLeader(news, gossip.Event{Kind: gossip.MemberUpdated, Member: m})
-	}
-	if len(news) != 0 {
-		t.Fatal("an agent, or a manager that does not lead, was news")
-	}
-	leads := gossip.Event{Kind: gossip.MemberUpdated, Member: gossip.Member{Meta: gossip.Meta{Name: "m1", Role: gossip.RoleManager, Lead: 3}}}
-	announceLeader(news, leads)
-	announceLeader(news, leads) // must not block on the full channel
-	if len(news) != 1 {
-		t.Fatalf("%d signals waiting, want 1", len(news))
-	}
-}

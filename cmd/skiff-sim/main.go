@@ -170,7 +170,6 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 			DataDir:       filepath.Join(dataDir, name),
 			AdvertiseAddr: cfg.advertiseAddr,
 			Managers:      cfg.managers,
-			NoGossip:      true,
 			Executor:      exec,
 			Logger:        logger.With("agent", name),
 		}

@@ -23,7 +23,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/skiffhq/skiff/agent"
+	"github.com/skiffhq/skiff/agent/discovery"
 	"github.com/skiffhq/skiff/agent/sim"
+	"github.com/skiffhq/skiff/gossip"
 	"github.com/skiffhq/skiff/manager"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
@@ -49,10 +51,25 @@ type Cluster struct {
 	agents   map[string]*simAgent
 }
 
+// simAgent is a running simulated agent and its member of the gossip pool,
+// which it owns as skiff-agent does its own.
 type simAgent struct {
 	exec   *sim.Executor
+	pool   *gossip.Pool
+	logger *slog.Logger
 	cancel context.CancelFunc
 	done   chan error
+}
+
+// stop stops the agent, then leaves the pool gracefully, as skiff-agent
+// does on SIGTERM: the agent asks the pool for a leader until it has
+// stopped, and the managers hear that the node left rather than failed.
+func (a *simAgent) stop() {
+	a.cancel()
+	<-a.done
+	if err := a.pool.Shutdown(time.Second); err != nil {
+		a.logger.Debug("gossip shutdown", "error", err)
+	}
 }
 
 // handedOut are the ports freePort has given this process: the kernel may
@@ -165,8 +182,7 @@ func (c *Cluster) stop(m *Manager, cause error) {
 // per iteration closes each before the next. Closing twice is harmless.
 func (c *Cluster) Close() {
 	for name, a := range c.agents {
-		a.cancel()
-		<-a.done
+		a.stop()
 		delete(c.agents, name)
 	}
 	for _, m := range c.Managers {
@@ -175,20 +191,34 @@ func (c *Cluster) Close() {
 }
 
 // AddAgent starts a simulated agent named name. It joins the managers'
-// gossip pool, as a real agent does.
+// gossip pool, as a real agent does, and finds the managers and the leader
+// through it.
 func (c *Cluster) AddAgent(name string) *sim.Executor {
+	c.t.Helper()
 	exec := sim.New(name)
-	ctx, cancel := context.WithCancel(context.Background())
-	a := &simAgent{exec: exec, cancel: cancel, done: make(chan error, 1)}
+	logger := testLogger(c.t).With("agent", name)
 	var addrs, seeds []string
 	for _, m := range c.Managers {
 		addrs = append(addrs, m.APIAddr())
 		seeds = append(seeds, net.JoinHostPort(m.Config.AdvertiseAddr, strconv.Itoa(m.Config.GossipPort)))
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	const addr = "127.0.0.1"
+	disc, err := discovery.Start(ctx, gossip.Config{
+		Meta:     gossip.Meta{Name: name, Role: gossip.RoleAgent, Addr: addr},
+		BindAddr: addr,
+		Port:     freePort(c.t),
+		Join:     seeds,
+		Logger:   logger.With("node", name),
+	})
+	if err != nil {
+		cancel()
+		c.t.Fatalf("agent %s: join gossip: %v", name, err)
+	}
+	a := &simAgent{exec: exec, pool: disc.Pool(), logger: logger, cancel: cancel, done: make(chan error, 1)}
 	cfg := agent.Config{
-		Name: name, DataDir: filepath.Join(c.t.TempDir(), name), AdvertiseAddr: "127.0.0.1",
-		GossipPort: freePort(c.t), Join: seeds,
-		Managers: addrs, Executor: exec, Logger: testLogger(c.t).With("agent", name),
+		Name: name, DataDir: filepath.Join(c.t.TempDir(), name), AdvertiseAddr: addr,
+		Discovery: disc, Managers: addrs, Executor: exec, Logger: logger,
 	}
 	go func() { a.done <- agent.Run(ctx, cfg) }()
 	c.agents[name] = a
@@ -197,9 +227,7 @@ func (c *Cluster) AddAgent(name string) *sim.Executor {
 
 // StopAgent stops a simulated agent; its node goes down.
 func (c *Cluster) StopAgent(name string) {
-	a := c.agents[name]
-	a.cancel()
-	<-a.done
+	c.agents[name].stop()
 	delete(c.agents, name)
 }
 
