@@ -1,5 +1,6 @@
 // Command agentbench measures the agent and the overlay on a running
-// testbed (deploy/testbed up; SKIFF_MANAGER set):
+// testbed (deploy/testbed up; SKIFF_MANAGER and SKIFF_TLS_DIR set, as
+// deploy/testbed env prints them):
 //
 //	agentbench rss                 agents' RSS, idle and with 50 tasks each
 //	agentbench start [-runs N]     assignment → RUNNING, against a bare
@@ -34,8 +35,9 @@ import (
 	"github.com/prometheus/procfs"
 	"github.com/vishvananda/netns"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/skiffhq/skiff/ca"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
@@ -98,17 +100,42 @@ func (b *bench) deploy(stack, compose string) error {
 	return err
 }
 
-// control connects to the first manager of SKIFF_MANAGER.
+// control connects to the first manager of SKIFF_MANAGER as the admin
+// whose bundle is in SKIFF_TLS_DIR, as the skiff CLI it runs does.
 func control() (skiffpb.ControlClient, func(), error) {
 	addr := strings.Split(os.Getenv("SKIFF_MANAGER"), ",")[0]
 	if addr == "" {
 		return nil, nil, errors.New("SKIFF_MANAGER is not set: eval \"$(deploy/testbed env)\"")
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := adminCreds(os.Getenv("SKIFF_TLS_DIR"))
 	if err != nil {
 		return nil, nil, err
 	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to %s: %w", addr, err)
+	}
 	return skiffpb.NewControlClient(conn), func() { conn.Close() }, nil
+}
+
+// adminCreds are the credentials of the admin bundle in dir.
+func adminCreds(dir string) (credentials.TransportCredentials, error) {
+	if dir == "" {
+		return nil, errors.New("SKIFF_TLS_DIR is not set: eval \"$(deploy/testbed env)\"")
+	}
+	b, err := ca.ReadBundle(dir)
+	if err != nil {
+		return nil, fmt.Errorf("admin credentials in %s: %w", dir, err)
+	}
+	pool, err := b.Pool()
+	if err != nil {
+		return nil, fmt.Errorf("admin credentials in %s: %w", dir, err)
+	}
+	kp, err := b.Keypair()
+	if err != nil {
+		return nil, fmt.Errorf("admin credentials in %s: %w", dir, err)
+	}
+	return credentials.NewTLS(ca.ClientConfig(pool, kp, ca.RoleManager)), nil
 }
 
 // rssOf reads a process's resident set size in MiB.

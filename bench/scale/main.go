@@ -1,9 +1,11 @@
 // Command scale is skiff's scale benchmark without Docker. It starts three
 // real skiff-manager processes on loopback addresses (real Raft on disk in a
 // temporary directory), one skiff-sim process with N simulated agents (each
-// its own gRPC session), deploys a stack whose services total T replicas
-// with `skiff stack deploy --detach`, and measures how long it takes until
-// every task runs, and what the processes cost meanwhile.
+// its own certificate and gRPC session), deploys a stack whose services
+// total T replicas with `skiff stack deploy --detach`, and measures how long
+// it takes until every task runs, and what the processes cost meanwhile.
+// It talks to the cluster as its admin, with the bundle the first manager
+// writes, and joins the others with the join tokens it then asks for.
 //
 //	go run ./bench/scale --bin bin --agents 1000 --tasks 100000 --out bench/out/scale.md
 //
@@ -32,8 +34,10 @@ import (
 
 	"github.com/prometheus/procfs"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/skiffhq/skiff/ca"
+	"github.com/skiffhq/skiff/manager"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
@@ -167,17 +171,22 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	var procs processes
 	defer procs.stopAll(logger)
 
-	// Managers: the first bootstraps, the others join it by gossip.
-	var managerAPI []string
+	// Managers: the first creates the cluster, with its CA and the admin
+	// bundle; the others join it by gossip with the manager token, which
+	// only the admin can ask for.
+	managerAPI := make([]string, len(managerAddrs))
 	for i, addr := range managerAddrs {
-		name := fmt.Sprintf("m%d", i+1)
+		managerAPI[i] = net.JoinHostPort(addr, strconv.Itoa(apiPort))
+	}
+	startManager := func(i int, token string) error {
+		name, addr := fmt.Sprintf("m%d", i+1), managerAddrs[i]
 		args := []string{
 			"--name", name, "--data-dir", filepath.Join(work, name), "--advertise-addr", addr,
 			"--pprof-addr", net.JoinHostPort(addr, strconv.Itoa(pprofPort)), "--log-level", "warn",
 			"--metrics-addr", net.JoinHostPort(addr, strconv.Itoa(metricsPort)),
 		}
 		if i > 0 {
-			args = append(args, "--join", net.JoinHostPort(managerAddrs[0], strconv.Itoa(gossipPort)))
+			args = append(args, "--join", net.JoinHostPort(managerAddrs[0], strconv.Itoa(gossipPort)), "--token", token)
 		}
 		if o.raftTimeout > 0 {
 			args = append(args, "--raft-heartbeat-timeout", o.raftTimeout.String(), "--raft-election-timeout", o.raftTimeout.String())
@@ -185,18 +194,46 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 		if o.heartbeat > 0 {
 			args = append(args, "--heartbeat-period", o.heartbeat.String())
 		}
-		if _, err := procs.start(name, filepath.Join(bin, "skiff-manager"), args, logDir); err != nil {
-			return err
-		}
-		managerAPI = append(managerAPI, net.JoinHostPort(addr, strconv.Itoa(apiPort)))
+		_, err := procs.start(name, filepath.Join(bin, "skiff-manager"), args, logDir)
+		return err
 	}
-	conn, err := grpc.NewClient(managerAPI[0], grpc.WithTransportCredentials(insecure.NewCredentials()),
+	if err := startManager(0, ""); err != nil {
+		return err
+	}
+	adminDir := manager.AdminDir(filepath.Join(work, "m1"))
+	admin, err := waitAdmin(ctx, &procs, adminDir)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(managerAPI[0], grpc.WithTransportCredentials(admin),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30)))
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", managerAPI[0], err)
 	}
 	defer conn.Close()
 	ctl := skiffpb.NewControlClient(conn)
+	var tokens *skiffpb.JoinTokensResponse
+	if err := poll(ctx, time.Minute, func() error {
+		if err := procs.check(); err != nil {
+			return stopPolling{err}
+		}
+		info, err := ctl.ClusterInfo(ctx, &skiffpb.ClusterInfoRequest{})
+		if err != nil {
+			return err
+		}
+		if info.GetLeader() == "" {
+			return errors.New("no leader yet")
+		}
+		tokens, err = ctl.JoinTokens(ctx, &skiffpb.JoinTokensRequest{})
+		return err
+	}); err != nil {
+		return fmt.Errorf("wait for m1 to lead and give the join tokens: %w", err)
+	}
+	for i := 1; i < len(managerAddrs); i++ {
+		if err := startManager(i, tokens.GetManager()); err != nil {
+			return err
+		}
+	}
 	if err := poll(ctx, time.Minute, func() error {
 		if err := procs.check(); err != nil {
 			return stopPolling{err}
@@ -220,6 +257,7 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 		"--agents", strconv.Itoa(o.agents), "--managers", strings.Join(managerAPI, ","),
 		"--data-dir", filepath.Join(work, "agents"), "--start-rate", strconv.FormatFloat(o.startRate, 'f', -1, 64),
 		"--log-level", "info", "--report-interval", "10s", "--metrics-addr", simMetrics,
+		"--token", tokens.GetWorker(),
 	}
 	simProc, err := procs.start("skiff-sim", filepath.Join(bin, "skiff-sim"), simArgs, logDir)
 	if err != nil {
@@ -271,7 +309,7 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	}
 	leaderMetrics := "http://" + net.JoinHostPort(managerAddrs[leaderIdx-1], strconv.Itoa(metricsPort)) + "/metrics"
 	deploy := exec.CommandContext(ctx, filepath.Join(bin, "skiff"), "--manager", strings.Join(managerAPI, ","),
-		"stack", "deploy", "--detach", "-c", composeFile, "bench")
+		"--tls-dir", adminDir, "stack", "deploy", "--detach", "-c", composeFile, "bench")
 	if out, err := deploy.CombinedOutput(); err != nil {
 		return fmt.Errorf("skiff stack deploy: %w: %s", err, out)
 	}
@@ -356,6 +394,37 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 	logger.Info("result", "row", row(res), "busy_before_percent", res.busyBefore, "leader", res.leaderName, "leader_end_rss_mib", res.leaderEndRSS>>20, "follower_cpu", res.otherCPU,
 		"deploy_call", res.deployDuration.Round(time.Millisecond), "cpu_profile", res.profile, "heap_profile", res.heap)
 	return nil
+}
+
+// waitAdmin waits for the admin bundle the first manager writes to dir when
+// it creates the cluster, and returns the credentials it makes.
+func waitAdmin(ctx context.Context, procs *processes, dir string) (credentials.TransportCredentials, error) {
+	var creds credentials.TransportCredentials
+	err := poll(ctx, time.Minute, func() error {
+		if err := procs.check(); err != nil {
+			return stopPolling{err}
+		}
+		// The manager writes the bundle's files one by one: read them all,
+		// not merely cert.pem, before taking the bundle.
+		b, err := ca.ReadBundle(dir)
+		if err != nil {
+			return err
+		}
+		pool, err := b.Pool()
+		if err != nil {
+			return err
+		}
+		kp, err := b.Keypair()
+		if err != nil {
+			return err
+		}
+		creds = credentials.NewTLS(ca.ClientConfig(pool, kp, ca.RoleManager))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("wait for the admin credentials in %s: %w", dir, err)
+	}
+	return creds, nil
 }
 
 // waitQuiet waits up to timeout for the machine's CPUs to be at most 20%

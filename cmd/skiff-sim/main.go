@@ -2,9 +2,10 @@
 // benchmarks. Each agent is a real agent.Run with its own data dir and its
 // own gRPC session to the managers; only the container engine is simulated
 // (agent/sim), so everything the managers see is what real agents would
-// send them.
+// send them. Each joins the cluster with the worker token as skiff-agent
+// does, and holds a certificate of its own.
 //
-//	skiff-sim --agents 1000 --managers 127.0.0.1:4242,127.0.0.2:4242,127.0.0.3:4242
+//	skiff-sim --agents 1000 --managers 127.0.0.1:4242,127.0.0.2:4242,127.0.0.3:4242 --token SKFTKN-1-...
 package main
 
 import (
@@ -29,6 +30,7 @@ import (
 
 	"github.com/skiffhq/skiff/agent"
 	"github.com/skiffhq/skiff/agent/sim"
+	"github.com/skiffhq/skiff/ca"
 	"github.com/skiffhq/skiff/internal/debugserver"
 	"github.com/skiffhq/skiff/internal/logging"
 	skiffpb "github.com/skiffhq/skiff/proto"
@@ -44,9 +46,12 @@ func main() {
 
 // config is skiff-sim's configuration.
 type config struct {
-	agents        int
-	namePrefix    string
-	managers      []string
+	agents     int
+	namePrefix string
+	managers   []string
+	// token is the worker join token; agents whose data dir already holds
+	// a certificate need none.
+	token         string
 	cpus          float64
 	memory        string
 	dataDir       string
@@ -63,10 +68,11 @@ func newCommand() *cobra.Command {
 	var cfg config
 	var logFormat, logLevel string
 	cmd := &cobra.Command{
-		Use:   "skiff-sim --agents N --managers HOST:PORT[,HOST:PORT...]",
+		Use:   "skiff-sim --agents N --managers HOST:PORT[,HOST:PORT...] --token TOKEN",
 		Short: "Run simulated skiff agents for scale benchmarks",
 		Long: "Run N simulated agents in one process. Each holds its own session with the managers " +
-			"and runs its tasks in a simulated engine: tasks start at once and run until stopped.",
+			"and runs its tasks in a simulated engine: tasks start at once and run until stopped. " +
+			"Each joins the cluster with the worker token, or uses the certificate its data dir kept from an earlier run.",
 		Version:       version.Version,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
@@ -75,6 +81,9 @@ func newCommand() *cobra.Command {
 			logger, err := logging.New(os.Stderr, logFormat, logLevel)
 			if err != nil {
 				return err
+			}
+			if cfg.token == "" {
+				cfg.token = os.Getenv("SKIFF_JOIN_TOKEN")
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -85,6 +94,7 @@ func newCommand() *cobra.Command {
 	f.IntVar(&cfg.agents, "agents", 1000, "number of simulated agents")
 	f.StringVar(&cfg.namePrefix, "name-prefix", "sim", "node names are this prefix and a zero-padded number")
 	f.StringSliceVar(&cfg.managers, "managers", nil, "API addresses (HOST:PORT) of the managers")
+	f.StringVar(&cfg.token, "token", "", "worker join token (env SKIFF_JOIN_TOKEN); print it with 'skiff cluster join-token worker'")
 	f.Float64Var(&cfg.cpus, "cpus", 4, "CPUs each simulated node reports")
 	f.StringVar(&cfg.memory, "memory", "8GiB", "memory each simulated node reports (e.g. 512MiB, 8GiB)")
 	f.StringVar(&cfg.dataDir, "data-dir", "", "directory for the agents' data dirs (default: a temporary one, removed on exit)")
@@ -106,6 +116,14 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		return errors.New("--managers is required: give the API addresses (HOST:PORT) of the managers")
 	case cfg.cpus <= 0:
 		return fmt.Errorf("--cpus %g: give a positive number", cfg.cpus)
+	case cfg.token == "" && cfg.dataDir == "":
+		// A temporary data dir holds no certificate from an earlier run.
+		return errors.New("--token is required: give the worker join token (or set SKIFF_JOIN_TOKEN); print it with `skiff cluster join-token worker`")
+	}
+	if cfg.token != "" {
+		if _, err := ca.ParseToken(cfg.token); err != nil {
+			return fmt.Errorf("--token: %w", err)
+		}
 	}
 	// Binary units whatever the spelling (8G, 8GB, 8GiB), as docker run
 	// --memory reads them.
@@ -130,17 +148,24 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		defer os.RemoveAll(dataDir)
 	}
 
+	// An agent that cannot get its certificate aborts the whole run with
+	// its reason: a refused token or name would refuse every agent alike,
+	// and a benchmark short of agents measures nothing.
+	ctx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	join := newJoiner(cfg.managers, cfg.token)
+
 	resources := &skiffpb.Resources{NanoCpus: int64(math.Round(cfg.cpus * 1e9)), MemoryBytes: memory}
 	width := len(strconv.Itoa(cfg.agents))
 	// execs is filled in order as agents start; started says how much of it
 	// is set, so the metrics handler can read it while the ramp runs.
 	execs := make([]*sim.Executor, cfg.agents)
-	var started, failed atomic.Int64
+	var started, joined, failed atomic.Int64
 	var wg sync.WaitGroup
 	if cfg.metricsAddr != "" {
 		srv, err := debugserver.Listen(debugserver.Config{
 			Addr:    cfg.metricsAddr,
-			Metrics: newRegistry(func() []*sim.Executor { return execs[:started.Load()] }, &started),
+			Metrics: newRegistry(func() []*sim.Executor { return execs[:started.Load()] }, &started, &joined),
 			Pprof:   true,
 			Logger:  logger,
 		})
@@ -176,6 +201,18 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// The join runs here, not in the ramp, so that the ramp alone
+			// paces the agents however long the managers take to answer.
+			creds, err := join.creds(ctx, i, acfg)
+			if err != nil {
+				// Once the run is over, a join cut short is no news.
+				if ctx.Err() == nil {
+					abort(err)
+				}
+				return
+			}
+			joined.Add(1)
+			acfg.Creds = creds
 			if err := agent.Run(ctx, acfg); err != nil {
 				failed.Add(1)
 				logger.Error("simulated agent stopped", "agent", name, "error", err)
@@ -199,11 +236,14 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			report(ctx, cfg.reportInterval, logger, all, &failed)
+			report(ctx, cfg.reportInterval, logger, all, &joined, &failed)
 		}()
 	}
 	<-ctx.Done()
 	wg.Wait()
+	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
+		return err
+	}
 	if n := failed.Load(); n > 0 {
 		return fmt.Errorf("%d simulated agents failed; see the log", n)
 	}
@@ -212,7 +252,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 
 // report logs how many tasks run and what the process costs per agent,
 // until ctx ends.
-func report(ctx context.Context, every time.Duration, logger *slog.Logger, execs []*sim.Executor, failed *atomic.Int64) {
+func report(ctx context.Context, every time.Duration, logger *slog.Logger, execs []*sim.Executor, joined, failed *atomic.Int64) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -229,7 +269,7 @@ func report(ctx context.Context, every time.Duration, logger *slog.Logger, execs
 		if err != nil {
 			logger.Warn("read memory use", "error", err)
 		}
-		logger.Info("simulated agents", "agents", len(execs), "failed", failed.Load(), "tasks_running", running,
+		logger.Info("simulated agents", "agents", len(execs), "joined", joined.Load(), "failed", failed.Load(), "tasks_running", running,
 			"rss_mib", rss>>20, "rss_kib_per_agent", rss/int64(len(execs))>>10)
 	}
 }
@@ -282,15 +322,17 @@ func rssBytes() (int64, error) {
 }
 
 // newRegistry gathers the process's metrics and the simulation's: how
-// many agents started and how many tasks they run. execs returns the
-// executors started so far.
-func newRegistry(execs func() []*sim.Executor, started *atomic.Int64) *prometheus.Registry {
+// many agents started, how many have their certificate, and how many tasks
+// they run. execs returns the executors started so far.
+func newRegistry(execs func() []*sim.Executor, started, joined *atomic.Int64) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		prometheus.NewGoCollector(),
 		prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_sim_agents", Help: "Simulated agents started."},
 			func() float64 { return float64(started.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_sim_agents_joined", Help: "Simulated agents that have their certificate."},
+			func() float64 { return float64(joined.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "skiff_sim_tasks_running", Help: "Tasks running across the simulated engines."},
 			func() float64 {
 				n := 0
