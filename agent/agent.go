@@ -27,7 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/skiffhq/skiff/internal/debugserver"
@@ -51,6 +51,10 @@ type Config struct {
 	// Managers are API addresses to try besides those Discovery names;
 	// simulated agents, which have no Discovery, know only these.
 	Managers []string
+	// Creds are the node's certificate and the cluster's CA: every
+	// connection to a manager is mutual TLS, and only a manager of this
+	// cluster is trusted, whatever gossip or a redirect names.
+	Creds credentials.TransportCredentials
 	// Overlay, when set, is the host's overlay network: it hears of the
 	// node's networks and of every task's status.
 	Overlay Overlay
@@ -115,6 +119,8 @@ func (c *Config) validate() error {
 		return errors.New("no way to find the managers: configure a Discovery or a list of Managers")
 	case c.Executor == nil:
 		return errors.New("no executor configured")
+	case c.Creds == nil:
+		return errors.New("no credentials configured: the agent needs its node's certificate")
 	}
 	return nil
 }
@@ -329,9 +335,9 @@ const maxAssignmentsMessage = 256 << 20
 // heartbeats notice a dead leader within three periods; keepalives are only
 // a fallback for a connection whose session has not started (gRPC allows
 // clients no shorter interval than 10 s anyway).
-func dial(addr string) (*grpc.ClientConn, error) {
+func dial(addr string, creds credentials.TransportCredentials) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxAssignmentsMessage)),
 		// Gossip may still list a leader that just died; a 2 s connect

@@ -156,7 +156,7 @@ func (a *Agent) registerAny(ctx context.Context, addrs []string, reg *skiffpb.Re
 
 // register opens a session stream with the manager at addr and registers.
 func (a *Agent) register(ctx context.Context, addr string, reg *skiffpb.Register) attempt {
-	conn, err := dial(addr)
+	conn, err := dial(addr, a.cfg.Creds)
 	if err != nil {
 		return attempt{addr: addr, err: fmt.Errorf("dial: %w", err)}
 	}

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/skiffhq/skiff/ca"
 
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
@@ -156,14 +159,15 @@ func TestConnectDuringAnElection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	server, client := testCreds(t)
+	srv := grpc.NewServer(grpc.Creds(server))
 	skiffpb.RegisterDispatcherServer(srv, noLeaderDispatcher{})
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	cfg := Config{Name: "h1", DataDir: t.TempDir(), Managers: []string{lis.Addr().String()}, Executor: describeOnly{}}
+	cfg := Config{Name: "h1", DataDir: t.TempDir(), Managers: []string{lis.Addr().String()}, Executor: describeOnly{}, Creds: client}
 	a := newAgent(ctx, cfg, slog.New(slog.DiscardHandler))
 	_, err = a.connect(ctx)
 	if err == nil || err.Error() != "no manager leads yet (an election is under way)" {
@@ -176,4 +180,27 @@ type describeOnly struct{ Executor }
 
 func (describeOnly) Describe(context.Context) (*skiffpb.NodeDescription, error) {
 	return &skiffpb.NodeDescription{}, nil
+}
+
+// testCreds are a manager's server credentials and a worker's client
+// credentials under a test CA.
+func testCreds(t *testing.T) (server, client credentials.TransportCredentials) {
+	t.Helper()
+	a, err := ca.NewAuthority("c1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp := func(role ca.Role) *ca.Keypair {
+		cert, key, err := a.Issue(ca.Identity{NodeID: "n-" + string(role), Role: role, ClusterID: "c1"}, time.Hour, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := ca.Bundle{CA: a.CertPEM, Cert: cert, Key: key}.Keypair()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	return credentials.NewTLS(ca.ServerConfig(a.Pool(), kp(ca.RoleManager))),
+		credentials.NewTLS(ca.ClientConfig(a.Pool(), kp(ca.RoleWorker), ca.RoleManager))
 }

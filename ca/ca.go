@@ -238,6 +238,25 @@ func verify(pool *x509.CertPool, cert *x509.Certificate, now time.Time) (Identit
 	return IdentityOf(cert)
 }
 
+// RequestKey is the SHA-256 fingerprint of the public key of a certificate
+// request, after checking the request's signature: it proves the requester
+// holds that key.
+func RequestKey(csrDER []byte) ([]byte, error) {
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil {
+		return nil, fmt.Errorf("parse certificate request: %w", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("certificate request: %w", err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(csr.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("certificate request: %w", err)
+	}
+	sum := sha256.Sum256(der)
+	return sum[:], nil
+}
+
 // Digest is the fingerprint of a CA certificate: its SHA-256, in base 36.
 func Digest(cert *x509.Certificate) string {
 	sum := sha256.Sum256(cert.Raw)

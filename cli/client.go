@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
@@ -67,6 +67,7 @@ func parseManagers(s string) ([]string, error) {
 // never changes the result.
 type failoverConn struct {
 	addrs []string
+	creds credentials.TransportCredentials
 
 	mu      sync.Mutex
 	conns   []*grpc.ClientConn
@@ -76,8 +77,8 @@ type failoverConn struct {
 
 var _ grpc.ClientConnInterface = (*failoverConn)(nil)
 
-func newFailoverConn(addrs []string) *failoverConn {
-	return &failoverConn{addrs: addrs, conns: make([]*grpc.ClientConn, len(addrs)), dialErr: make([]error, len(addrs))}
+func newFailoverConn(addrs []string, creds credentials.TransportCredentials) *failoverConn {
+	return &failoverConn{addrs: addrs, creds: creds, conns: make([]*grpc.ClientConn, len(addrs)), dialErr: make([]error, len(addrs))}
 }
 
 // Close closes the connections that were opened.
@@ -143,7 +144,7 @@ func (f *failoverConn) conn(i int) (*grpc.ClientConn, error) {
 	// passthrough: the address goes to the dialer as given, with no
 	// resolver in between whose errors would hide the dialer's.
 	c, err := grpc.NewClient("passthrough:///"+f.addrs[i],
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(f.creds),
 		grpc.WithContextDialer(dial),
 		// Keepalives notice a manager whose host vanished while a watch
 		// or a log stream was quiet.

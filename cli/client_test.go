@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/skiffhq/skiff/internal/testcluster"
@@ -39,16 +40,16 @@ func serve(t *testing.T, m *scriptedManager) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpc.Creds(testPKI(t).server))
 	skiffpb.RegisterControlServer(srv, m)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	return lis.Addr().String()
 }
 
-func listNodes(t *testing.T, addrs ...string) error {
+func listNodes(t *testing.T, creds credentials.TransportCredentials, addrs ...string) error {
 	t.Helper()
-	conn := newFailoverConn(addrs)
+	conn := newFailoverConn(addrs, creds)
 	t.Cleanup(conn.Close)
 	_, err := skiffpb.NewControlClient(conn).ListNodes(context.Background(), &skiffpb.ListNodesRequest{})
 	return err
@@ -67,7 +68,7 @@ func TestCallWaitsOutAnElection(t *testing.T) {
 		}
 	}
 	c.Stop(leader)
-	if err := listNodes(t, survivors...); err != nil {
+	if err := listNodes(t, c.AdminCreds(), survivors...); err != nil {
 		t.Fatalf("a call made as the leader stopped failed: %v", err)
 	}
 }
@@ -79,7 +80,7 @@ func TestCallThatMayHaveTakenEffectIsNotRepeated(t *testing.T) {
 	lost := status.Error(codes.Unavailable, "the leader was lost while it handled this call")
 	a := &scriptedManager{errs: []error{lost, lost}}
 	b := &scriptedManager{errs: []error{lost, lost}}
-	err := listNodes(t, serve(t, a), serve(t, b))
+	err := listNodes(t, testPKI(t).client, serve(t, a), serve(t, b))
 	if err == nil {
 		t.Fatal("call succeeded; want the lost leader reported")
 	}
@@ -95,7 +96,7 @@ func TestQuorumLostIsNotWaitedOut(t *testing.T) {
 	lost := skiffpb.QuorumLostError("no leader: the cluster may have lost quorum (1 of 3 managers reachable, 2 needed); bring managers back")
 	a := &scriptedManager{errs: []error{lost, lost, lost}}
 	b := &scriptedManager{errs: []error{lost, lost, lost}}
-	err := listNodes(t, serve(t, a), serve(t, b))
+	err := listNodes(t, testPKI(t).client, serve(t, a), serve(t, b))
 	if got := a.calls.Load() + b.calls.Load(); got != 2 {
 		t.Errorf("%d calls, want one per manager", got)
 	}
@@ -115,7 +116,7 @@ func TestIdempotentCallIsRepeatedAfterACutOff(t *testing.T) {
 	lost := status.Error(codes.Unavailable, "the leader was lost while it handled this call")
 	a := &scriptedManager{errs: []error{lost, lost}}
 	b := &scriptedManager{errs: []error{lost}}
-	conn := newFailoverConn([]string{serve(t, a), serve(t, b)})
+	conn := newFailoverConn([]string{serve(t, a), serve(t, b)}, testPKI(t).client)
 	t.Cleanup(conn.Close)
 	_, err := skiffpb.NewControlClient(conn).ListNodes(context.Background(), &skiffpb.ListNodesRequest{}, idempotent())
 	if err != nil {

@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sort"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -12,7 +15,83 @@ import (
 )
 
 func (a *app) clusterCommand() *cobra.Command {
-	return groupCommand("cluster", "Show the cluster's state", a.clusterInfoCommand())
+	return groupCommand("cluster", "Show the cluster's state", a.clusterInfoCommand(), a.joinTokenCommand(), a.clusterUpdateCommand())
+}
+
+// joinTokenCommand prints, and rotates, a join token, as `docker swarm
+// join-token` does.
+func (a *app) joinTokenCommand() *cobra.Command {
+	var rotate, quiet bool
+	cmd := &cobra.Command{
+		Use:   "join-token [OPTIONS] (worker|manager)",
+		Short: "Manage join tokens",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			role := args[0]
+			if role != "worker" && role != "manager" {
+				return fmt.Errorf("unknown role %q: use worker or manager", role)
+			}
+			ctl, err := a.control()
+			if err != nil {
+				return err
+			}
+			resp, err := ctl.JoinTokens(cmd.Context(), &skiffpb.JoinTokensRequest{
+				RotateWorker: rotate && role == "worker", RotateManager: rotate && role == "manager",
+			})
+			if err != nil {
+				return err
+			}
+			token := resp.GetWorker()
+			if role == "manager" {
+				token = resp.GetManager()
+			}
+			if quiet {
+				fmt.Fprintln(a.stdout(), token)
+				return nil
+			}
+			if rotate {
+				fmt.Fprintf(a.stdout(), "Successfully rotated %s join token.\n\n", role)
+			}
+			// A manager's gossip port, on the host the CLI reached.
+			host, _, _ := net.SplitHostPort(a.conn.currentAddr())
+			join := net.JoinHostPort(host, "7947")
+			if role == "worker" {
+				fmt.Fprintf(a.stdout(), "To add a worker to this cluster, run the following command on its host:\n\n    skiff-agent --name NAME --data-dir DIR --advertise-addr IP --join %s --token %s\n\n", join, token)
+			} else {
+				fmt.Fprintf(a.stdout(), "To add a manager to this cluster, run the following command on its host:\n\n    skiff-manager --name NAME --data-dir DIR --advertise-addr IP --join %s --token %s\n\n", join, token)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&rotate, "rotate", false, "Rotate join token")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "Only display token")
+	return cmd
+}
+
+// clusterUpdateCommand changes cluster-wide settings.
+func (a *app) clusterUpdateCommand() *cobra.Command {
+	var expiry time.Duration
+	cmd := &cobra.Command{
+		Use:   "update [OPTIONS]",
+		Short: "Update the cluster's settings",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("cert-expiry") {
+				return errors.New("nothing to update: give --cert-expiry")
+			}
+			ctl, err := a.control()
+			if err != nil {
+				return err
+			}
+			if _, err := ctl.UpdateCluster(cmd.Context(), &skiffpb.UpdateClusterRequest{CertExpiry: int64(expiry)}); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout(), "Cluster updated; certificates issued from now on, renewals included, last", expiry)
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&expiry, "cert-expiry", 0, "Validity period for node certificates (ns|us|ms|s|m|h), for example 2160h")
+	return cmd
 }
 
 func (a *app) clusterInfoCommand() *cobra.Command {

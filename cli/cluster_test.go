@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -54,7 +55,7 @@ func (h *harness) run(args ...string) result {
 
 func (h *harness) runCtx(ctx context.Context, args ...string) result {
 	h.t.Helper()
-	return runCLI(ctx, Env{Terminal: h.terminal}, append([]string{"--manager", h.managers}, args...)...)
+	return runCLI(ctx, Env{Terminal: h.terminal, Environ: []string{"SKIFF_TLS_DIR=" + h.c.AdminDir()}}, append([]string{"--manager", h.managers}, args...)...)
 }
 
 // mustRun runs the CLI and fails the test if the command fails.
@@ -94,6 +95,11 @@ func (h *harness) waitReady(names ...string) {
 
 // runCLI runs the CLI in-process with env's writers replaced by buffers.
 func runCLI(ctx context.Context, env Env, args ...string) result {
+	if !slices.ContainsFunc(env.Environ, func(kv string) bool { return strings.HasPrefix(kv, "SKIFF_TLS_DIR=") }) {
+		// Credentials of a CA no manager in the test trusts: enough for a
+		// command that fails before it reaches one.
+		env.Environ = append(env.Environ, "SKIFF_TLS_DIR="+strangerTLSDir())
+	}
 	var stdout, stderr syncBuffer
 	env.Stdout, env.Stderr = &stdout, &stderr
 	err := Execute(ctx, env, args)
@@ -283,7 +289,7 @@ func TestCLI(t *testing.T) {
 		var stdout syncBuffer
 		done := make(chan error, 1)
 		go func() {
-			done <- Execute(ctx, Env{Stdout: &stdout, Stderr: &stdout}, []string{"--manager", h.managers, "service", "logs", "-f", "demo_web"})
+			done <- Execute(ctx, Env{Stdout: &stdout, Stderr: &stdout, Environ: []string{"SKIFF_TLS_DIR=" + h.c.AdminDir()}}, []string{"--manager", h.managers, "service", "logs", "-f", "demo_web"})
 		}()
 		h.c.Eventually(10*time.Second, func() error {
 			if n := strings.Count(stdout.String(), "\n"); n < 3 {
@@ -451,7 +457,7 @@ func TestCLI(t *testing.T) {
 	})
 
 	t.Run("failover to the next manager", func(t *testing.T) {
-		r := runCLI(context.Background(), Env{}, "--manager", "127.0.0.1:1,"+h.c.Managers[1].APIAddr(), "node", "ls", "-q")
+		r := runCLI(context.Background(), Env{Environ: []string{"SKIFF_TLS_DIR=" + h.c.AdminDir()}}, "--manager", "127.0.0.1:1,"+h.c.Managers[1].APIAddr(), "node", "ls", "-q")
 		if r.err != nil || len(strings.Fields(r.stdout)) != 6 {
 			t.Fatalf("node ls past a dead address: %v\n%s", r.err, r.stdout)
 		}
@@ -470,7 +476,7 @@ func TestCLI(t *testing.T) {
 		var stdout syncBuffer
 		done := make(chan error, 1)
 		go func() {
-			done <- Execute(context.Background(), Env{Stdout: &stdout, Stderr: &stdout},
+			done <- Execute(context.Background(), Env{Stdout: &stdout, Stderr: &stdout, Environ: []string{"SKIFF_TLS_DIR=" + h.c.AdminDir()}},
 				[]string{"--manager", managers, "stack", "deploy", "-c", needsB, "--timeout", "60s", "later"})
 		}()
 		h.c.Eventually(10*time.Second, func() error {
@@ -500,7 +506,7 @@ func TestCLI(t *testing.T) {
 		managers := h.c.Managers[1].APIAddr() + "," + h.c.Managers[0].APIAddr()
 		var err error
 		h.c.Eventually(30*time.Second, func() error {
-			err = runCLI(context.Background(), Env{}, "--manager", managers, "node", "ls").err
+			err = runCLI(context.Background(), Env{Environ: []string{"SKIFF_TLS_DIR=" + h.c.AdminDir()}}, "--manager", managers, "node", "ls").err
 			if err == nil {
 				return fmt.Errorf("node ls still works")
 			}

@@ -101,7 +101,11 @@ func (a *app) control() (skiffpb.ControlClient, error) {
 		if err != nil {
 			return nil, err
 		}
-		a.conn = newFailoverConn(addrs)
+		creds, err := a.transportCredentials()
+		if err != nil {
+			return nil, err
+		}
+		a.conn = newFailoverConn(addrs, creds)
 	}
 	return skiffpb.NewControlClient(a.conn), nil
 }
@@ -125,6 +129,8 @@ func (a *app) rootCommand() *cobra.Command {
 	root.SetVersionTemplate("skiff version {{.Version}}\n")
 	root.PersistentFlags().StringVar(&a.managerFlag, "manager", "",
 		"Manager addresses, HOST:PORT[,HOST:PORT...] (env SKIFF_MANAGER; default "+defaultManager+")")
+	root.PersistentFlags().StringVar(&a.tlsDirFlag, "tls-dir", "",
+		"Folder with the admin credentials ca.pem, cert.pem, key.pem (env SKIFF_TLS_DIR; default ~/.skiff/tls, then "+localManagerAdmin+")")
 	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(
 		a.nodeCommand(),

@@ -81,7 +81,7 @@ func (c *cluster) skiff(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(c.t.Context(), 4*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.skiffBin, args...)
-	cmd.Env = append(os.Environ(), "SKIFF_MANAGER="+c.managers)
+	cmd.Env = append(os.Environ(), "SKIFF_MANAGER="+c.managers, "SKIFF_TLS_DIR="+testbed.AdminDir)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("skiff %s: %w\n%s", strings.Join(args, " "), err, out)

@@ -170,7 +170,7 @@ func (c *cluster) runningTasks(service, via string) (map[string][]string, error)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.skiffBin, "service", "ps", service, "--no-trunc",
 		"--filter", "desired-state=running", "--format", "{{.ID}} {{.Node}} {{.CurrentState}}")
-	cmd.Env = append(os.Environ(), "SKIFF_MANAGER="+via)
+	cmd.Env = append(os.Environ(), "SKIFF_MANAGER="+via, "SKIFF_TLS_DIR="+testbed.AdminDir)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("service ps %s: %w\n%s", service, err, out)

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -36,6 +37,10 @@ func Dir(dataDir string) string { return filepath.Join(dataDir, "tls") }
 type Request struct {
 	// Addrs are gossip addresses (HOST:PORT) of any members.
 	Addrs []string
+	// Managers are managers' API addresses, asked directly when there
+	// are no Addrs: skiff-sim's agents have no gossip. The TLS to them is
+	// pinned to the token's CA as a hello's is.
+	Managers []string
 	// Token is the join token of the role asked for.
 	Token string
 	// Name is the node's --name.
@@ -69,7 +74,7 @@ func Join(ctx context.Context, r Request) (Joined, error) {
 	if err != nil {
 		return Joined{}, err
 	}
-	if len(r.Addrs) == 0 {
+	if len(r.Addrs) == 0 && len(r.Managers) == 0 {
 		return Joined{}, errors.New("join: no address to join (--join HOST:PORT)")
 	}
 	keyPEM, csr, err := ca.NewKey()
@@ -80,8 +85,14 @@ func Join(ctx context.Context, r Request) (Joined, error) {
 	wait := 200 * time.Millisecond
 	var last error
 	for {
-		for _, addr := range r.Addrs {
-			j, err := joinVia(ctx, addr, tok, req)
+		for _, addr := range slices.Concat(r.Addrs, r.Managers) {
+			var j Joined
+			var err error
+			if slices.Contains(r.Addrs, addr) {
+				j, err = joinVia(ctx, addr, tok, req)
+			} else {
+				j, err = ask(ctx, addr, credentials.NewTLS(ca.PinnedConfig(tok.Digest)), req)
+			}
 			if err == nil {
 				j.Bundle.Key = keyPEM
 				if err := Save(r.DataDir, j); err != nil {
@@ -127,23 +138,33 @@ func joinVia(ctx context.Context, addr string, tok ca.Token, req *skiffpb.IssueC
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(caCert)
+	creds := credentials.NewTLS(ca.ClientConfig(pool, nil, ca.RoleManager))
 	var errs []error
 	for _, m := range managers {
-		resp, err := issue(ctx, m, pool, req)
-		if err == nil {
-			return Joined{
-				Bundle:     ca.Bundle{CA: resp.GetCa(), Cert: resp.GetCert()},
-				NodeID:     resp.GetNodeId(),
-				GossipKeys: resp.GetGossipKeys(),
-			}, nil
+		j, err := ask(ctx, m, creds, req)
+		if err == nil || refused(err) {
+			return j, err
 		}
-		switch status.Code(err) {
-		case codes.PermissionDenied, codes.InvalidArgument, codes.AlreadyExists:
-			return Joined{}, refusal{fmt.Errorf("the cluster refused to join this node: %s", status.Convert(err).Message())}
-		}
-		errs = append(errs, fmt.Errorf("manager %s: %w", m, err))
+		errs = append(errs, err)
 	}
 	return Joined{}, errors.Join(errs...)
+}
+
+// ask sends the certificate request to the manager at addr.
+func ask(ctx context.Context, addr string, creds credentials.TransportCredentials, req *skiffpb.IssueCertificateRequest) (Joined, error) {
+	resp, err := issue(ctx, addr, creds, req)
+	if err == nil {
+		return Joined{
+			Bundle:     ca.Bundle{CA: resp.GetCa(), Cert: resp.GetCert()},
+			NodeID:     resp.GetNodeId(),
+			GossipKeys: resp.GetGossipKeys(),
+		}, nil
+	}
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.InvalidArgument, codes.AlreadyExists:
+		return Joined{}, refusal{fmt.Errorf("the cluster refused to join this node: %s", status.Convert(err).Message())}
+	}
+	return Joined{}, fmt.Errorf("manager %s: %w", addr, err)
 }
 
 // hello asks the member at addr for the managers, over TLS pinned to the
@@ -174,8 +195,8 @@ func hello(ctx context.Context, addr, digest string) ([]string, *x509.Certificat
 }
 
 // issue sends the certificate request to a manager.
-func issue(ctx context.Context, addr string, pool *x509.CertPool, req *skiffpb.IssueCertificateRequest) (*skiffpb.IssueCertificateResponse, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(ca.ClientConfig(pool, nil, ca.RoleManager))))
+func issue(ctx context.Context, addr string, creds credentials.TransportCredentials, req *skiffpb.IssueCertificateRequest) (*skiffpb.IssueCertificateResponse, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, err
 	}

@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/skiffhq/skiff/ca"
@@ -20,9 +24,9 @@ import (
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
-// credentials are what a manager proves itself with, and checks others
+// nodeCreds are what a manager proves itself with, and checks others
 // against.
-type credentials struct {
+type nodeCreds struct {
 	pool    *x509.CertPool
 	keypair *ca.Keypair
 	// nodeID is this manager's node, as its certificate says.
@@ -41,7 +45,7 @@ func AdminDir(dataDir string) string { return filepath.Join(dataDir, "admin") }
 // loadCredentials reads the manager's certificate, or gets one: a new
 // cluster's first manager creates the CA and issues its own, and a manager
 // joining with a token asks the cluster for one.
-func (m *Manager) loadCredentials(ctx context.Context, fresh, bootstrap bool) (*credentials, error) {
+func (m *Manager) loadCredentials(ctx context.Context, fresh, bootstrap bool) (*nodeCreds, error) {
 	j, err := identity.Load(m.cfg.DataDir, time.Now())
 	switch {
 	case err == nil:
@@ -76,7 +80,7 @@ func (m *Manager) loadCredentials(ctx context.Context, fresh, bootstrap bool) (*
 	if err != nil {
 		return nil, err
 	}
-	return &credentials{pool: pool, keypair: kp, nodeID: j.NodeID, gossipKeys: j.GossipKeys}, nil
+	return &nodeCreds{pool: pool, keypair: kp, nodeID: j.NodeID, gossipKeys: j.GossipKeys}, nil
 }
 
 // createCluster makes a new cluster's identity: its CA, this manager's
@@ -142,7 +146,9 @@ func (m *Manager) createCluster() (identity.Joined, error) {
 	return j, nil
 }
 
-func (m *Manager) pendingPath() string { return filepath.Join(identity.Dir(m.cfg.DataDir), pendingFile) }
+func (m *Manager) pendingPath() string {
+	return filepath.Join(identity.Dir(m.cfg.DataDir), pendingFile)
+}
 
 // pendingCommand is the new cluster's first command, if this manager
 // created the cluster and its first term has not written it yet.
@@ -159,4 +165,35 @@ func (m *Manager) pendingCommand() (*skiffpb.Command, error) {
 		return nil, fmt.Errorf("decode the new cluster in %s: %w", m.pendingPath(), err)
 	}
 	return cmd, nil
+}
+
+// clientCreds are the manager's credentials as a client of other managers.
+func (m *Manager) clientCreds() credentials.TransportCredentials {
+	return credentials.NewTLS(ca.ClientConfig(m.creds.pool, m.creds.keypair, ca.RoleManager))
+}
+
+// managersLeaderFirst lists the managers' API addresses, the leader first
+// when it is known.
+func (m *Manager) managersLeaderFirst() []string {
+	out := []string{}
+	if leader := m.members.LeaderAPIAddr(); leader != "" {
+		out = append(out, leader)
+	}
+	for _, a := range m.members.ManagerAPIAddrs() {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// serveHello answers joiners on the gossip port, until ctx ends.
+func (m *Manager) serveHello(ctx context.Context) {
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(ca.ServerConfig(m.creds.pool, m.creds.keypair))))
+	skiffpb.RegisterJoinServer(srv, identity.HelloServer{Managers: m.managersLeaderFirst})
+	stop := context.AfterFunc(ctx, srv.Stop)
+	defer stop()
+	if err := srv.Serve(m.pool.JoinListener()); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+		m.logger.Warn("the join port stopped", "error", err)
+	}
 }

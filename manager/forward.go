@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -34,6 +34,9 @@ const controlPrefix = "/skiff.v1.Control/"
 // as they are: it looks up each method's message types in the protobuf
 // registry, so it needs no code per method.
 type forwarder struct {
+	// creds are this manager's: the leader sees a forwarded call as the
+	// manager's, after this manager checked the caller's own.
+	creds      credentials.TransportCredentials
 	isLeader   func() bool
 	leaderAddr func() (string, error)
 
@@ -41,8 +44,8 @@ type forwarder struct {
 	conns map[string]*grpc.ClientConn
 }
 
-func newForwarder(isLeader func() bool, leaderAddr func() (string, error)) *forwarder {
-	return &forwarder{isLeader: isLeader, leaderAddr: leaderAddr, conns: map[string]*grpc.ClientConn{}}
+func newForwarder(creds credentials.TransportCredentials, isLeader func() bool, leaderAddr func() (string, error)) *forwarder {
+	return &forwarder{creds: creds, isLeader: isLeader, leaderAddr: leaderAddr, conns: map[string]*grpc.ClientConn{}}
 }
 
 // conn returns a connection to the current leader, reusing one per address.
@@ -56,7 +59,7 @@ func (f *forwarder) conn() (*grpc.ClientConn, error) {
 	if c, ok := f.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(f.creds),
 		// A forwarded reply is passed on whole, and a listing of a big
 		// cluster's tasks is far beyond gRPC's default 4 MiB: the limit is
 		// for the client that asked, not for this relay.
@@ -111,8 +114,13 @@ const forwardedHeader = "skiff-forwarded"
 // must work exactly when there is no leader to forward to, to show why.
 var localMethods = map[string]bool{controlPrefix + "ClusterInfo": true}
 
+// issueMethod is forwarded too: a join writes the new node to the store.
+// Renewal is not: the leader must see the renewing node's own certificate,
+// so nodes ask the leader directly.
+const issueMethod = "/skiff.v1.NodeCA/IssueCertificate"
+
 func (f *forwarder) shouldForward(ctx context.Context, method string) (bool, error) {
-	if !strings.HasPrefix(method, controlPrefix) || localMethods[method] || f.isLeader() {
+	if !(strings.HasPrefix(method, controlPrefix) || method == issueMethod) || localMethods[method] || f.isLeader() {
 		return false, nil
 	}
 	if md, ok := metadataFrom(ctx); ok && len(md.Get(forwardedHeader)) > 0 {

@@ -117,9 +117,7 @@ func (m *Manager) ensureCluster(ctx context.Context) error {
 		return err
 	}
 	if cmd == nil {
-		// Until the daemons are wired to certificates (issue 12), a cluster
-		// may start without its security settings.
-		cmd = &skiffpb.Command{Actions: []*skiffpb.StoreAction{{Action: &skiffpb.StoreAction_PutCluster{PutCluster: &skiffpb.Cluster{Id: state.NewID()}}}}}
+		return errors.New("the store holds no cluster, and this manager did not create one: its Raft log belongs to another cluster")
 	}
 	now := time.Now().UnixNano()
 	c := cmd.GetActions()[0].GetPutCluster()

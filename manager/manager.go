@@ -17,14 +17,17 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/skiffhq/skiff/ca"
 	"github.com/skiffhq/skiff/gossip"
+	"github.com/skiffhq/skiff/identity"
 	"github.com/skiffhq/skiff/internal/debugserver"
+	"github.com/skiffhq/skiff/manager/authz"
 	"github.com/skiffhq/skiff/manager/controlapi"
 	"github.com/skiffhq/skiff/manager/dispatcher"
+	"github.com/skiffhq/skiff/manager/nodeca"
 	"github.com/skiffhq/skiff/manager/raftnode"
 	"github.com/skiffhq/skiff/manager/state"
 	skiffpb "github.com/skiffhq/skiff/proto"
@@ -119,6 +122,7 @@ type Manager struct {
 	dispatch *dispatcher.Dispatcher
 	metrics  *metrics
 	members  *membership
+	creds    *nodeCreds
 }
 
 // APIAddr is where the manager serves gRPC.
@@ -141,6 +145,11 @@ func Run(ctx context.Context, cfg Config) error {
 	bootstrap := fresh && len(cfg.Join) == 0
 
 	m := &Manager{cfg: cfg, logger: logger, store: state.New()}
+	creds, err := m.loadCredentials(ctx, fresh, bootstrap)
+	if err != nil {
+		return err
+	}
+	m.creds = creds
 	node, err := raftnode.Open(raftnode.Config{
 		ID:               cfg.Name,
 		DataDir:          raftDir,
@@ -148,6 +157,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Bootstrap:        bootstrap,
 		HeartbeatTimeout: cfg.RaftHeartbeatTimeout,
 		ElectionTimeout:  cfg.RaftElectionTimeout,
+		TLS:              &raftnode.TLS{Pool: creds.pool, Keypair: creds.keypair},
 		Logger:           logger,
 	}, m.store)
 	if err != nil {
@@ -173,7 +183,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	pool, err := gossip.Start(ctx, gossip.Config{
 		Meta:     gossip.Meta{Name: cfg.Name, Role: gossip.RoleManager, Addr: cfg.AdvertiseAddr, APIAddr: cfg.APIAddr()},
-		BindAddr: cfg.AdvertiseAddr, Port: cfg.GossipPort, Join: cfg.Join,
+		BindAddr: cfg.AdvertiseAddr, Port: cfg.GossipPort, Join: cfg.Join, Keys: creds.gossipKeys,
 		OnEvent: m.members.observe, Logger: logger,
 	})
 	if err != nil {
@@ -192,7 +202,7 @@ func Run(ctx context.Context, cfg Config) error {
 		lis.Close()
 		return err
 	}
-	fwd := newForwarder(node.IsLeader, m.members.leaderAPIAddr)
+	fwd := newForwarder(m.clientCreds(), node.IsLeader, m.members.leaderAPIAddr)
 	defer fwd.close()
 	logger.Info("manager started", "api", cfg.APIAddr(), "raft", node.Addr(), "bootstrap", bootstrap)
 	err = m.serve(ctx, lis, debug, fwd, fresh && !bootstrap)
@@ -230,6 +240,14 @@ func (m *Manager) serve(ctx context.Context, lis net.Listener, debug []*debugser
 		g.Go(func() error { m.joinCluster(runCtx); return nil })
 	}
 	g.Go(func() error { m.leadWhileLeader(runCtx); return nil })
+	g.Go(func() error { m.serveHello(runCtx); return nil })
+	g.Go(func() error {
+		(&identity.Renewer{
+			DataDir: m.cfg.DataDir, Pool: m.creds.pool, Keypair: m.creds.keypair,
+			Managers: m.managersLeaderFirst, Logger: m.logger,
+		}).Run(runCtx)
+		return nil
+	})
 	g.Go(func() error {
 		m.raft.ObserveLeader(runCtx, func() {
 			leader, _ := m.members.leaderAPIAddr() // none: close them all
@@ -256,8 +274,12 @@ func (m *Manager) serve(ctx context.Context, lis net.Listener, debug []*debugser
 // Control API calls that reach a follower go through fwd to the leader.
 func (m *Manager) newAPIServer(fwd *forwarder) *grpc.Server {
 	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(fwd.unary),
-		grpc.ChainStreamInterceptor(fwd.stream),
+		// Joiners have no certificate yet, so TLS lets every client in;
+		// authz then refuses each call its caller's role does not allow,
+		// before a follower forwards anything.
+		grpc.Creds(credentials.NewTLS(ca.ServerConfig(m.creds.pool, m.creds.keypair))),
+		grpc.ChainUnaryInterceptor(authz.Manager.Unary(), fwd.unary),
+		grpc.ChainStreamInterceptor(authz.Manager.Stream(), fwd.stream),
 		// Agents' sessions are long-lived; keepalives notice a dead peer
 		// whose TCP connection never closed (a host that lost power), so
 		// its stream and goroutines are freed. They are only the fallback:
@@ -269,6 +291,7 @@ func (m *Manager) newAPIServer(fwd *forwarder) *grpc.Server {
 	)
 	skiffpb.RegisterControlServer(srv, m.control)
 	skiffpb.RegisterDispatcherServer(srv, m.dispatch)
+	skiffpb.RegisterNodeCAServer(srv, nodeca.New(nodeca.Config{Store: m.store, Raft: m.raft, Logger: m.logger}))
 	return srv
 }
 
@@ -359,7 +382,7 @@ func (m *Manager) joinCluster(ctx context.Context) {
 }
 
 func (m *Manager) joinVia(ctx context.Context, addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(m.clientCreds()))
 	if err != nil {
 		return err
 	}
@@ -367,7 +390,7 @@ func (m *Manager) joinVia(ctx context.Context, addr string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	_, err = skiffpb.NewControlClient(conn).JoinManager(ctx, &skiffpb.JoinManagerRequest{
-		Name: m.cfg.Name, RaftAddr: m.raft.Addr(), ApiAddr: m.cfg.APIAddr(),
+		Name: m.cfg.Name, RaftAddr: m.raft.Addr(), ApiAddr: m.cfg.APIAddr(), Token: m.cfg.Token,
 	})
 	return err
 }

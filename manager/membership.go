@@ -6,7 +6,6 @@ import (
 	"slices"
 	"sync"
 
-
 	"github.com/skiffhq/skiff/gossip"
 	"github.com/skiffhq/skiff/manager/controlapi"
 	"github.com/skiffhq/skiff/manager/raftnode"

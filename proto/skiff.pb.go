@@ -1558,7 +1558,12 @@ type Node struct {
 	// certified lists the roles a certificate has been issued for under this
 	// node's ID: the name is bound to the ID from the first join, and a second
 	// join under the same name and role is refused until `node rm`.
-	Certified     []NodeRole `protobuf:"varint,10,rep,packed,name=certified,proto3,enum=skiff.v1.NodeRole" json:"certified,omitempty"`
+	Certified []NodeRole `protobuf:"varint,10,rep,packed,name=certified,proto3,enum=skiff.v1.NodeRole" json:"certified,omitempty"`
+	// certified_keys are the SHA-256 fingerprints of the public keys certified,
+	// one per entry of certified: a joiner whose answer was lost asks again
+	// with the same key and gets its certificate, where anyone else is
+	// refused.
+	CertifiedKeys [][]byte `protobuf:"bytes,11,rep,name=certified_keys,json=certifiedKeys,proto3" json:"certified_keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1659,6 +1664,13 @@ func (x *Node) GetAttachments() []*NetworkAttachment {
 func (x *Node) GetCertified() []NodeRole {
 	if x != nil {
 		return x.Certified
+	}
+	return nil
+}
+
+func (x *Node) GetCertifiedKeys() [][]byte {
+	if x != nil {
+		return x.CertifiedKeys
 	}
 	return nil
 }
@@ -5706,10 +5718,13 @@ func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
 }
 
 type JoinManagerRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	ApiAddr       string                 `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	ApiAddr  string                 `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	// token is the manager join token: the leader checks it, whichever
+	// manager the call was forwarded through.
+	Token         string `protobuf:"bytes,4,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5761,6 +5776,13 @@ func (x *JoinManagerRequest) GetRaftAddr() string {
 func (x *JoinManagerRequest) GetApiAddr() string {
 	if x != nil {
 		return x.ApiAddr
+	}
+	return ""
+}
+
+func (x *JoinManagerRequest) GetToken() string {
+	if x != nil {
+		return x.Token
 	}
 	return ""
 }
@@ -7788,7 +7810,7 @@ const file_skiff_proto_rawDesc = "" +
 	"\n" +
 	"network_id\x18\x01 \x01(\tR\tnetworkId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
-	"\aaliases\x18\x03 \x03(\tR\aaliases\"\xba\x03\n" +
+	"\aaliases\x18\x03 \x03(\tR\aaliases\"\xe1\x03\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\"\n" +
 	"\x04meta\x18\x02 \x01(\v2\x0e.skiff.v1.MetaR\x04meta\x12\x12\n" +
@@ -7800,7 +7822,8 @@ const file_skiff_proto_rawDesc = "" +
 	"\x0emanager_status\x18\b \x01(\v2\x17.skiff.v1.ManagerStatusR\rmanagerStatus\x12=\n" +
 	"\vattachments\x18\t \x03(\v2\x1b.skiff.v1.NetworkAttachmentR\vattachments\x120\n" +
 	"\tcertified\x18\n" +
-	" \x03(\x0e2\x12.skiff.v1.NodeRoleR\tcertified\"\x99\x02\n" +
+	" \x03(\x0e2\x12.skiff.v1.NodeRoleR\tcertified\x12%\n" +
+	"\x0ecertified_keys\x18\v \x03(\fR\rcertifiedKeys\"\x99\x02\n" +
 	"\vNetworkSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05stack\x18\x02 \x01(\tR\x05stack\x12\x16\n" +
@@ -8154,11 +8177,12 @@ const file_skiff_proto_rawDesc = "" +
 	"\x11RemoveNodeRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"\x14\n" +
-	"\x12RemoveNodeResponse\"`\n" +
+	"\x12RemoveNodeResponse\"v\n" +
 	"\x12JoinManagerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x19\n" +
-	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\"4\n" +
+	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12\x14\n" +
+	"\x05token\x18\x04 \x01(\tR\x05token\"4\n" +
 	"\x13JoinManagerResponse\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\"_\n" +

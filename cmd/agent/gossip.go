@@ -26,7 +26,9 @@ type gossipConfig struct {
 	name, addr string
 	port       int
 	// join are the seeds, gossip addresses (host:port) of any members.
-	join   []string
+	join []string
+	// keys is the gossip keyring the node got when it joined.
+	keys   [][]byte
 	logger *slog.Logger
 }
 
@@ -40,6 +42,7 @@ func joinGossip(ctx context.Context, cfg gossipConfig, ov gossipOverlay) (*gossi
 		BindAddr: cfg.addr,
 		Port:     cfg.port,
 		Join:     cfg.join,
+		Keys:     cfg.keys,
 		Delegate: ov.Delegate(),
 		OnEvent:  ov.HandleGossip,
 		Logger:   cfg.logger,

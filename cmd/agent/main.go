@@ -46,7 +46,7 @@ func newCommand() *cobra.Command {
 	var cfg agent.Config
 	var join, labels []string
 	var gossipPort int
-	var dockerHost, logFormat, logLevel string
+	var dockerHost, logFormat, logLevel, token string
 	cmd := &cobra.Command{
 		Use:           "skiff-agent --name NAME --data-dir DIR --advertise-addr IP --join HOST:PORT",
 		Short:         "Run a skiff agent",
@@ -100,8 +100,15 @@ func newCommand() *cobra.Command {
 			defer exec.Close()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if token == "" {
+				token = os.Getenv("SKIFF_JOIN_TOKEN")
+			}
+			id, err := loadIdentity(ctx, cfg, seeds, token, logger)
+			if err != nil {
+				return err
+			}
 			pool, disc, err := joinGossip(ctx, gossipConfig{
-				name: cfg.Name, addr: cfg.AdvertiseAddr, port: gossipPort, join: seeds,
+				name: cfg.Name, addr: cfg.AdvertiseAddr, port: gossipPort, join: seeds, keys: id.gossipKeys,
 				logger: logger.With("node", cfg.Name),
 			}, ov)
 			if err != nil {
@@ -113,7 +120,8 @@ func newCommand() *cobra.Command {
 				}
 			}()
 			cfg.Executor, cfg.Overlay, cfg.Discovery = exec, ov, disc
-			return agent.Run(ctx, cfg)
+			cfg.Creds = id.clientCreds()
+			return id.run(ctx, cfg, pool, disc, func(ctx context.Context) error { return agent.Run(ctx, cfg) })
 		},
 	}
 	f := cmd.Flags()
@@ -122,6 +130,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "IP address other hosts reach this one at")
 	f.StringSliceVar(&join, "join", nil, "gossip addresses (HOST:PORT) of any managers or agents")
 	f.IntVar(&gossipPort, "gossip-port", 7946, "port of the gossip pool")
+	f.StringVar(&token, "token", "", "worker join token, needed only for the first join (env SKIFF_JOIN_TOKEN); print it with: skiff cluster join-token worker")
 	f.StringVar(&dockerHost, "docker-host", "unix:///var/run/docker.sock", "Docker engine to run tasks on")
 	f.StringArrayVar(&labels, "label", nil, "node label KEY=VALUE, for placement constraints (engine.labels.KEY); repeatable")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "IP:PORT to serve Prometheus metrics on (off when empty)")

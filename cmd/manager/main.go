@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -53,6 +54,9 @@ func newCommand() *cobra.Command {
 					}
 				}
 			}
+			if cfg.Token == "" {
+				cfg.Token = os.Getenv("SKIFF_JOIN_TOKEN")
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return manager.Run(ctx, cfg)
@@ -66,6 +70,8 @@ func newCommand() *cobra.Command {
 	f.IntVar(&cfg.RaftPort, "raft-port", 4243, "port of the Raft transport")
 	f.IntVar(&cfg.GossipPort, "gossip-port", 7947, "port of the gossip pool")
 	f.StringSliceVar(&join, "join", nil, "gossip addresses (HOST:PORT) of existing members, to join their cluster")
+	f.StringVar(&cfg.Token, "token", "", "manager join token, needed only for the first join (env SKIFF_JOIN_TOKEN); print it with: skiff cluster join-token manager")
+	f.DurationVar(&cfg.CertExpiry, "cert-expiry", 2160*time.Hour, "lifetime of node certificates, for a cluster this manager creates")
 	f.StringVar(&cfg.DefaultAddrPool, "default-addr-pool", "10.0.0.0/8", "CIDR that overlay network subnets are drawn from")
 	f.IntVar(&cfg.SubnetSize, "default-addr-pool-mask-length", 24, "prefix length of each overlay network's subnet")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "IP:PORT to serve Prometheus metrics on (off when empty)")

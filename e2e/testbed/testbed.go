@@ -28,6 +28,9 @@ const (
 	// StateDir is where the testbed keeps each host's data, sockets, pid
 	// files and logs (StateDir/hN/logs).
 	StateDir = "/run/skiff-testbed"
+	// AdminDir is the admin credential h1's manager wrote when it created
+	// the cluster: the CLI's SKIFF_TLS_DIR.
+	AdminDir = StateDir + "/h1/manager/admin"
 	// RootAddr is the root namespace's address on the underlay segment.
 	RootAddr = "198.18.0.254"
 

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -19,13 +20,15 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/skiffhq/skiff/agent"
 	"github.com/skiffhq/skiff/agent/discovery"
 	"github.com/skiffhq/skiff/agent/sim"
+	"github.com/skiffhq/skiff/ca"
 	"github.com/skiffhq/skiff/gossip"
+	"github.com/skiffhq/skiff/identity"
 	"github.com/skiffhq/skiff/manager"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
@@ -49,6 +52,14 @@ type Cluster struct {
 	t        testing.TB
 	Managers []*Manager
 	agents   map[string]*simAgent
+	// agentDirs keeps each agent's data dir, so that an agent added again
+	// under its name comes back with its certificate, as a restarted
+	// skiff-agent does.
+	agentDirs map[string]string
+	// admin is the admin credential the first manager wrote; tokens are
+	// the join tokens.
+	admin                     credentials.TransportCredentials
+	workerToken, managerToken string
 }
 
 // simAgent is a running simulated agent and its member of the gossip pool,
@@ -110,7 +121,7 @@ func New(t testing.TB, n int) *Cluster {
 // needs them on a file system of its own.
 func NewIn(t testing.TB, n int, dir string) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, agents: map[string]*simAgent{}}
+	c := &Cluster{t: t, agents: map[string]*simAgent{}, agentDirs: map[string]string{}}
 	t.Cleanup(c.Close)
 	var seed string
 	for i := 1; i <= n; i++ {
@@ -123,6 +134,7 @@ func NewIn(t testing.TB, n int, dir string) *Cluster {
 		}
 		if seed != "" {
 			cfg.Join = []string{seed}
+			cfg.Token = c.managerToken
 		} else {
 			seed = net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.GossipPort))
 		}
@@ -130,7 +142,16 @@ func NewIn(t testing.TB, n int, dir string) *Cluster {
 		c.Managers = append(c.Managers, m)
 		c.Start(m)
 		if i == 1 {
+			c.loadAdmin(m)
 			c.WaitLeader()
+			c.Eventually(20*time.Second, func() error {
+				resp, err := c.Control().JoinTokens(c.Ctx(), &skiffpb.JoinTokensRequest{})
+				if err != nil {
+					return err
+				}
+				c.workerToken, c.managerToken = resp.GetWorker(), resp.GetManager()
+				return nil
+			})
 		}
 	}
 	c.Eventually(20*time.Second, func() error {
@@ -150,6 +171,41 @@ func NewIn(t testing.TB, n int, dir string) *Cluster {
 	})
 	return c
 }
+
+// loadAdmin reads the admin credentials the first manager writes when it
+// creates the cluster.
+func (c *Cluster) loadAdmin(m *Manager) {
+	c.t.Helper()
+	dir := manager.AdminDir(m.Config.DataDir)
+	c.Eventually(20*time.Second, func() error {
+		if !ca.Exists(dir) {
+			return fmt.Errorf("no admin credentials in %s yet", dir)
+		}
+		b, err := ca.ReadBundle(dir)
+		if err != nil {
+			return err
+		}
+		pool, err := b.Pool()
+		if err != nil {
+			return err
+		}
+		kp, err := b.Keypair()
+		if err != nil {
+			return err
+		}
+		c.admin = credentials.NewTLS(ca.ClientConfig(pool, kp, ca.RoleManager))
+		return nil
+	})
+}
+
+// AdminCreds are the cluster's admin credentials, as the CLI presents them.
+func (c *Cluster) AdminCreds() credentials.TransportCredentials { return c.admin }
+
+// AdminDir is the folder of the admin bundle, for a CLI's --tls-dir.
+func (c *Cluster) AdminDir() string { return manager.AdminDir(c.Managers[0].Config.DataDir) }
+
+// WorkerToken is the worker join token.
+func (c *Cluster) WorkerToken() string { return c.workerToken }
 
 // Start starts (or restarts, from its data dir) a manager.
 func (c *Cluster) Start(m *Manager) {
@@ -202,6 +258,26 @@ func (c *Cluster) AddAgent(name string) *sim.Executor {
 		addrs = append(addrs, m.APIAddr())
 		seeds = append(seeds, net.JoinHostPort(m.Config.AdvertiseAddr, strconv.Itoa(m.Config.GossipPort)))
 	}
+	dir, ok := c.agentDirs[name]
+	if !ok {
+		dir = filepath.Join(c.t.TempDir(), name)
+		c.agentDirs[name] = dir
+	}
+	j, err := identity.Load(dir, time.Now())
+	if errors.Is(err, fs.ErrNotExist) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		j, err = identity.Join(ctx, identity.Request{
+			Addrs: seeds, Token: c.workerToken, Name: name, Role: skiffpb.NodeRole_NODE_ROLE_WORKER, DataDir: dir, Logger: logger,
+		})
+		cancel()
+	}
+	if err != nil {
+		c.t.Fatalf("agent %s: %v", name, err)
+	}
+	creds, err := agentCreds(j.Bundle)
+	if err != nil {
+		c.t.Fatalf("agent %s: %v", name, err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	const addr = "127.0.0.1"
 	disc, err := discovery.Start(ctx, gossip.Config{
@@ -209,6 +285,7 @@ func (c *Cluster) AddAgent(name string) *sim.Executor {
 		BindAddr: addr,
 		Port:     freePort(c.t),
 		Join:     seeds,
+		Keys:     j.GossipKeys,
 		Logger:   logger.With("node", name),
 	})
 	if err != nil {
@@ -217,8 +294,8 @@ func (c *Cluster) AddAgent(name string) *sim.Executor {
 	}
 	a := &simAgent{exec: exec, pool: disc.Pool(), logger: logger, cancel: cancel, done: make(chan error, 1)}
 	cfg := agent.Config{
-		Name: name, DataDir: filepath.Join(c.t.TempDir(), name), AdvertiseAddr: addr,
-		Discovery: disc, Managers: addrs, Executor: exec, Logger: logger,
+		Name: name, DataDir: dir, AdvertiseAddr: addr,
+		Discovery: disc, Managers: addrs, Executor: exec, Creds: creds, Logger: logger,
 	}
 	go func() { a.done <- agent.Run(ctx, cfg) }()
 	c.agents[name] = a
@@ -251,7 +328,7 @@ func (c *Cluster) Control() skiffpb.ControlClient {
 
 // ControlOf returns a client of manager m.
 func (c *Cluster) ControlOf(m *Manager) skiffpb.ControlClient {
-	conn, err := grpc.NewClient(m.APIAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(m.APIAddr(), grpc.WithTransportCredentials(c.admin))
 	if err != nil {
 		c.t.Fatalf("dial %s: %v", m.APIAddr(), err)
 	}
@@ -343,4 +420,17 @@ func Unavailable(err error) bool {
 		return true
 	}
 	return errors.Is(err, context.DeadlineExceeded)
+}
+
+// agentCreds are an agent's credentials as a client of the managers.
+func agentCreds(b ca.Bundle) (credentials.TransportCredentials, error) {
+	pool, err := b.Pool()
+	if err != nil {
+		return nil, err
+	}
+	kp, err := b.Keypair()
+	if err != nil {
+		return nil, err
+	}
+	return credentials.NewTLS(ca.ClientConfig(pool, kp, ca.RoleManager)), nil
 }

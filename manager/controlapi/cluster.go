@@ -2,9 +2,14 @@ package controlapi
 
 import (
 	"context"
+	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/skiffhq/skiff/ca"
+	"github.com/skiffhq/skiff/manager/nodeca"
 	"github.com/skiffhq/skiff/manager/state"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
@@ -55,8 +60,24 @@ func (s *Server) JoinManager(ctx context.Context, req *skiffpb.JoinManagerReques
 	if req.GetName() == "" || req.GetRaftAddr() == "" || req.GetApiAddr() == "" {
 		return nil, invalid("a joining manager must give its name, raft address and API address")
 	}
+	if err := s.checkManagerToken(req.GetToken()); err != nil {
+		return nil, err
+	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	members, err := s.cfg.Raft.Members()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	for _, m := range members {
+		// Re-pointing a voter would hand its vote to whoever holds the
+		// new address.
+		if m.Name == req.GetName() && m.RaftAddr != req.GetRaftAddr() {
+			return nil, status.Errorf(codes.FailedPrecondition,
+				"manager %s is already a member at %s; demote and remove it (`skiff node demote %s`, `skiff node rm %s`) before it joins from %s",
+				m.Name, m.RaftAddr, m.Name, m.Name, req.GetRaftAddr())
+		}
+	}
 	if err := s.cfg.Raft.AddVoter(ctx, req.GetName(), req.GetRaftAddr()); err != nil {
 		return nil, toStatus(err)
 	}
@@ -105,4 +126,84 @@ func (s *Server) managerNodeAction(name, raftAddr, apiAddr string) *skiffpb.Stor
 	next.ManagerStatus = ms
 	next.Meta = s.meta(n.GetMeta())
 	return &skiffpb.StoreAction{Action: &skiffpb.StoreAction_PutNode{PutNode: next}}
+}
+
+// checkManagerToken checks a manager join token against the cluster's.
+func (s *Server) checkManagerToken(token string) error {
+	tok, err := ca.ParseToken(token)
+	if err != nil {
+		return invalid("%v", err)
+	}
+	var c *skiffpb.Cluster
+	s.store.View(func(tx state.ReadTx) { c = tx.Cluster() })
+	if !tok.SecretMatches(c.GetManagerTokenSecret()) {
+		return status.Error(codes.PermissionDenied,
+			"the manager token is wrong or was rotated; print the current one with `skiff cluster join-token manager`")
+	}
+	return nil
+}
+
+// JoinTokens returns the join tokens, after making new secrets for those
+// asked to rotate: the old token then joins nothing, and nodes that joined
+// with it are unaffected.
+func (s *Server) JoinTokens(ctx context.Context, req *skiffpb.JoinTokensRequest) (*skiffpb.JoinTokensResponse, error) {
+	c, err := s.updateCluster(ctx, func(c *skiffpb.Cluster) bool {
+		if req.GetRotateWorker() {
+			c.WorkerTokenSecret = ca.NewSecret()
+		}
+		if req.GetRotateManager() {
+			c.ManagerTokenSecret = ca.NewSecret()
+		}
+		return req.GetRotateWorker() || req.GetRotateManager()
+	})
+	if err != nil {
+		return nil, err
+	}
+	worker, manager, err := nodeca.Tokens(c)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if req.GetRotateWorker() || req.GetRotateManager() {
+		s.logger.Info("join tokens rotated", "worker", req.GetRotateWorker(), "manager", req.GetRotateManager())
+	}
+	return &skiffpb.JoinTokensResponse{Worker: worker, Manager: manager}, nil
+}
+
+// UpdateCluster changes cluster-wide settings.
+func (s *Server) UpdateCluster(ctx context.Context, req *skiffpb.UpdateClusterRequest) (*skiffpb.ClusterInfoResponse, error) {
+	if d := time.Duration(req.GetCertExpiry()); d != 0 && d < ca.MinCertExpiry {
+		return nil, invalid("--cert-expiry %s is below the minimum %s", d, ca.MinCertExpiry)
+	}
+	if _, err := s.updateCluster(ctx, func(c *skiffpb.Cluster) bool {
+		if req.GetCertExpiry() == 0 || req.GetCertExpiry() == c.GetCertExpiry() {
+			return false
+		}
+		c.CertExpiry = req.GetCertExpiry()
+		return true
+	}); err != nil {
+		return nil, err
+	}
+	return s.ClusterInfo(ctx, &skiffpb.ClusterInfoRequest{})
+}
+
+// updateCluster applies change to a copy of the cluster object and writes
+// it, if change says it changed anything; it returns the cluster as it now
+// is.
+func (s *Server) updateCluster(ctx context.Context, change func(*skiffpb.Cluster) bool) (*skiffpb.Cluster, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	var old *skiffpb.Cluster
+	s.store.View(func(tx state.ReadTx) { old = tx.Cluster() })
+	if old == nil {
+		return nil, skiffpb.NoLeaderError("the cluster is still being created; retry in a moment")
+	}
+	next := proto.Clone(old).(*skiffpb.Cluster)
+	if !change(next) {
+		return old, nil
+	}
+	next.Meta = s.meta(old.GetMeta())
+	if _, err := s.propose(ctx, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_PutCluster{PutCluster: next}}); err != nil {
+		return nil, err
+	}
+	return next, nil
 }

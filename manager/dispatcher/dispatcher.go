@@ -24,7 +24,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/skiffhq/skiff/ca"
 	"github.com/skiffhq/skiff/gossip"
+	"github.com/skiffhq/skiff/manager/nodeca"
 	"github.com/skiffhq/skiff/manager/state"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
@@ -222,7 +224,11 @@ func (d *Dispatcher) Session(stream grpc.BidiStreamingServer[skiffpb.AgentMessag
 		leader := d.cfg.Membership.LeaderAPIAddr()
 		return stream.Send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_Redirect{Redirect: &skiffpb.Redirect{LeaderAddr: leader}}})
 	}
-	node, err := d.register(stream.Context(), reg)
+	id, err := ca.PeerIdentity(stream.Context())
+	if err != nil {
+		return status.Error(codes.Unauthenticated, "a session needs the node's certificate")
+	}
+	node, err := d.register(stream.Context(), id, reg)
 	if err != nil {
 		return err
 	}
@@ -291,24 +297,24 @@ func (d *Dispatcher) Session(stream grpc.BidiStreamingServer[skiffpb.AgentMessag
 	return nil
 }
 
-// register creates the node on its first session, or refreshes its
-// description and marks it Ready.
-func (d *Dispatcher) register(ctx context.Context, reg *skiffpb.Register) (*skiffpb.Node, error) {
-	if reg.GetName() == "" {
-		return nil, status.Error(codes.InvalidArgument, "register: the node needs a name")
+// register marks the certificate's node Ready with the description its
+// agent sent. The node is the one the certificate names: it was recorded
+// when the node joined, and the name the agent sends must be its own.
+func (d *Dispatcher) register(ctx context.Context, id ca.Identity, reg *skiffpb.Register) (*skiffpb.Node, error) {
+	if err := nodeca.Admitted(d.store, id); err != nil {
+		return nil, err
 	}
 	now := d.now().UnixNano()
 	var old *skiffpb.Node
-	d.store.View(func(tx state.ReadTx) {
-		if reg.GetNodeId() != "" {
-			if n := tx.Node(reg.GetNodeId()); n != nil && n.GetName() == reg.GetName() {
-				old = n
-				return
-			}
-		}
-		old = tx.NodeByName(reg.GetName())
-	})
-	if old != nil && old.GetStatus().GetState() == skiffpb.NodeState_NODE_STATE_READY &&
+	d.store.View(func(tx state.ReadTx) { old = tx.Node(id.NodeID) })
+	if old == nil {
+		return nil, status.Errorf(codes.PermissionDenied, "node %s was removed from the cluster; join again with a token", id.NodeID)
+	}
+	if reg.GetName() != old.GetName() {
+		return nil, status.Errorf(codes.PermissionDenied,
+			"this certificate belongs to node %q (%s); it may not register as %q", old.GetName(), id.NodeID, reg.GetName())
+	}
+	if old.GetStatus().GetState() == skiffpb.NodeState_NODE_STATE_READY &&
 		proto.Equal(old.GetDescription(), reg.GetDescription()) {
 		// A reconnect (a new leader, a lost connection) of a node that is
 		// Ready as it was: nothing to write. A thousand agents finding a new
@@ -316,22 +322,10 @@ func (d *Dispatcher) register(ctx context.Context, reg *skiffpb.Register) (*skif
 		return old, nil
 	}
 	ready := &skiffpb.NodeStatus{State: skiffpb.NodeState_NODE_STATE_READY, Timestamp: now}
-	var next *skiffpb.Node
-	if old == nil {
-		role := skiffpb.NodeRole_NODE_ROLE_WORKER
-		if d.cfg.Membership.IsManager(reg.GetName()) {
-			role = skiffpb.NodeRole_NODE_ROLE_MANAGER
-		}
-		next = &skiffpb.Node{
-			Id: state.NewID(), Meta: &skiffpb.Meta{CreatedAt: now, UpdatedAt: now}, Name: reg.GetName(),
-			Spec: &skiffpb.NodeSpec{}, Role: role, Description: reg.GetDescription(), Status: ready,
-		}
-	} else {
-		next = proto.Clone(old).(*skiffpb.Node)
-		next.Description = reg.GetDescription()
-		next.Status = ready
-		next.Meta.UpdatedAt = now
-	}
+	next := proto.Clone(old).(*skiffpb.Node)
+	next.Description = reg.GetDescription()
+	next.Status = ready
+	next.Meta.UpdatedAt = now
 	if _, err := d.cfg.Raft.Propose(ctx, &skiffpb.Command{Actions: []*skiffpb.StoreAction{
 		{Action: &skiffpb.StoreAction_PutNode{PutNode: next}},
 	}}); err != nil {

@@ -189,7 +189,10 @@ func (d *Dispatcher) checkNodes() (down, ask []questioned) {
 		}
 		now := d.now()
 		tx.EachNode(func(n *skiffpb.Node) bool {
-			if n.GetStatus().GetState() == skiffpb.NodeState_NODE_STATE_DOWN {
+			// A Down node has been judged; an Unknown one never had an
+			// agent (it joined, or it is a manager without one) and runs
+			// nothing that could need moving.
+			if st := n.GetStatus().GetState(); st == skiffpb.NodeState_NODE_STATE_DOWN || st == skiffpb.NodeState_NODE_STATE_UNKNOWN {
 				delete(d.health.probes, n.GetId())
 				return true
 			}

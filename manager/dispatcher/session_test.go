@@ -7,8 +7,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
+	"github.com/skiffhq/skiff/ca"
 	"github.com/skiffhq/skiff/manager/state"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
@@ -78,19 +81,72 @@ func TestSessionEndsWithTheTerm(t *testing.T) {
 	}
 }
 
-// openSession serves d's Dispatcher API on a loopback port and opens a
-// session for the node named name, registered; both end with the test.
+// openSession serves d's Dispatcher API on a loopback port, over mutual
+// TLS, and opens a session for the node named name, registered with a
+// worker certificate of that node; both end with the test.
 func openSession(t *testing.T, d *Dispatcher, name string) grpc.BidiStreamingClient[skiffpb.AgentMessage, skiffpb.ManagerMessage] {
+	t.Helper()
+	p := newPKI(t)
+	return p.session(t, d, p.worker(t, d, name), name)
+}
+
+// pki is a test CA with the dispatcher's server certificate.
+type pki struct {
+	auth   *ca.Authority
+	server *ca.Keypair
+}
+
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	auth, err := ca.NewAuthority("c1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pki{auth: auth}
+	p.server = p.keypair(t, ca.Identity{NodeID: "m1", Role: ca.RoleManager, ClusterID: "c1"})
+	return p
+}
+
+func (p *pki) keypair(t *testing.T, id ca.Identity) *ca.Keypair {
+	t.Helper()
+	cert, key, err := p.auth.Issue(id, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := ca.Bundle{CA: p.auth.CertPEM, Cert: cert, Key: key}.Keypair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
+
+// worker records a node named name, as a join does, and issues its worker
+// certificate.
+func (p *pki) worker(t *testing.T, d *Dispatcher, name string) *ca.Keypair {
+	t.Helper()
+	id := state.NewID()
+	if _, err := d.cfg.Raft.Propose(context.Background(), &skiffpb.Command{Actions: []*skiffpb.StoreAction{{Action: &skiffpb.StoreAction_PutNode{PutNode: &skiffpb.Node{
+		Id: id, Meta: &skiffpb.Meta{}, Name: name, Spec: &skiffpb.NodeSpec{}, Status: &skiffpb.NodeStatus{},
+		Certified: []skiffpb.NodeRole{skiffpb.NodeRole_NODE_ROLE_WORKER},
+	}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	return p.keypair(t, ca.Identity{NodeID: id, Role: ca.RoleWorker, ClusterID: "c1"})
+}
+
+// session opens a session presenting kp (none when nil) and registers as
+// name.
+func (p *pki) session(t *testing.T, d *Dispatcher, kp *ca.Keypair, name string) grpc.BidiStreamingClient[skiffpb.AgentMessage, skiffpb.ManagerMessage] {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(ca.ServerConfig(p.auth.Pool(), p.server))))
 	skiffpb.RegisterDispatcherServer(srv, d)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(ca.ClientConfig(p.auth.Pool(), kp, ca.RoleManager))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +161,45 @@ func openSession(t *testing.T, d *Dispatcher, name string) grpc.BidiStreamingCli
 		t.Fatal(err)
 	}
 	return stream
+}
+
+// TestSessionIdentityComesFromTheCertificate: an agent registers as the
+// node its certificate names, and no other; without a certificate, or once
+// its node is removed, it gets no session.
+func TestSessionIdentityComesFromTheCertificate(t *testing.T) {
+	store := state.New()
+	d := New(Config{Store: store, Raft: &fakeRaft{store: store}, HeartbeatPeriod: 50 * time.Millisecond})
+	term, endTerm := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); d.Run(term) }()
+	defer func() { endTerm(); <-ran }()
+	waitRunning(t, d)
+	p := newPKI(t)
+	h1 := p.worker(t, d, "h1")
+	p.worker(t, d, "h2")
+
+	if m, err := p.session(t, d, h1, "h1").Recv(); err != nil || m.GetAccepted() == nil {
+		t.Fatalf("h1 as h1: %v, %v; want SessionAccepted", m, err)
+	}
+	for name, c := range map[string]struct {
+		kp   *ca.Keypair
+		as   string
+		want codes.Code
+	}{
+		"h1's certificate as h2": {h1, "h2", codes.PermissionDenied},
+		"no certificate":         {nil, "h1", codes.Unauthenticated},
+		"a node never recorded":  {p.keypair(t, ca.Identity{NodeID: "ghost", Role: ca.RoleWorker, ClusterID: "c1"}), "ghost", codes.PermissionDenied},
+	} {
+		if _, err := p.session(t, d, c.kp, c.as).Recv(); status.Code(err) != c.want {
+			t.Errorf("%s: %v, want %v", name, err, c.want)
+		}
+	}
+	if _, err := d.cfg.Raft.Propose(context.Background(), &skiffpb.Command{Actions: []*skiffpb.StoreAction{{Action: &skiffpb.StoreAction_DeleteNode{DeleteNode: h1.Identity().NodeID}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.session(t, d, h1, "h1").Recv(); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("h1 after node rm: %v, want PermissionDenied", err)
+	}
 }
 
 // waitRunning waits until Run has started the term.

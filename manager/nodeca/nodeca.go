@@ -11,6 +11,7 @@
 package nodeca
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -111,8 +112,12 @@ func (s *Server) IssueCertificate(ctx context.Context, req *skiffpb.IssueCertifi
 		return nil, status.Errorf(codes.PermissionDenied,
 			"join: the %s token is wrong or was rotated; print the current one on a manager with `skiff cluster join-token %s`", role, role)
 	}
+	key, err := ca.RequestKey(req.GetCsr())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "join: %v", err)
+	}
 	var id ca.Identity
-	cert, err := s.certify(ctx, req.GetName(), req.GetRole(), func(nodeID string) ([]byte, error) {
+	cert, err := s.certify(ctx, req.GetName(), req.GetRole(), key, func(nodeID string) ([]byte, error) {
 		id = ca.Identity{NodeID: nodeID, Role: role, ClusterID: auth.ClusterID()}
 		return auth.Sign(req.GetCsr(), id, certExpiry(cluster), s.cfg.Now())
 	})
@@ -131,7 +136,7 @@ func (s *Server) IssueCertificate(ctx context.Context, req *skiffpb.IssueCertifi
 // the node's ID. sign runs before the node is recorded, so that a request
 // the CA refuses leaves nothing behind; the certificate is returned only
 // once the node is.
-func (s *Server) certify(ctx context.Context, name string, role skiffpb.NodeRole, sign func(nodeID string) ([]byte, error)) ([]byte, error) {
+func (s *Server) certify(ctx context.Context, name string, role skiffpb.NodeRole, key []byte, sign func(nodeID string) ([]byte, error)) ([]byte, error) {
 	for range 5 {
 		var old *skiffpb.Node
 		s.cfg.Store.View(func(tx state.ReadTx) { old = tx.NodeByName(name) })
@@ -143,6 +148,10 @@ func (s *Server) certify(ctx context.Context, name string, role skiffpb.NodeRole
 				Id: state.NewID(), Meta: &skiffpb.Meta{CreatedAt: now, UpdatedAt: now}, Name: name,
 				Spec: &skiffpb.NodeSpec{}, Role: role, Status: &skiffpb.NodeStatus{Timestamp: now},
 			}
+		case certifiedKey(old, role) != nil && bytes.Equal(certifiedKey(old, role), key):
+			// The same joiner again, proven by its key: its first answer
+			// was lost. It gets its certificate; nothing new is recorded.
+			return sign(old.GetId())
 		case slices.Contains(old.GetCertified(), role):
 			return nil, status.Errorf(codes.AlreadyExists,
 				"join: a node named %q has already joined as a %s (ID %s); remove it first with `skiff node rm %s`, or start this one with another --name",
@@ -154,7 +163,13 @@ func (s *Server) certify(ctx context.Context, name string, role skiffpb.NodeRole
 				next.Role = role
 			}
 		}
+		// certified_keys runs parallel to certified; nodes recorded before
+		// it existed have none, and their joins cannot be retried.
+		for len(next.CertifiedKeys) < len(next.Certified) {
+			next.CertifiedKeys = append(next.CertifiedKeys, nil)
+		}
 		next.Certified = append(next.Certified, role)
+		next.CertifiedKeys = append(next.CertifiedKeys, key)
 		cert, err := sign(next.GetId())
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "join: %v", err)
@@ -173,6 +188,16 @@ func (s *Server) certify(ctx context.Context, name string, role skiffpb.NodeRole
 		return cert, nil
 	}
 	return nil, status.Errorf(codes.Aborted, "join: node %s was changed concurrently; retry", name)
+}
+
+// certifiedKey is the key fingerprint certified for role on n, if any.
+func certifiedKey(n *skiffpb.Node, role skiffpb.NodeRole) []byte {
+	for i, r := range n.GetCertified() {
+		if r == role && i < len(n.GetCertifiedKeys()) {
+			return n.GetCertifiedKeys()[i]
+		}
+	}
+	return nil
 }
 
 // RenewCertificate signs a new request for the caller's own identity, if its

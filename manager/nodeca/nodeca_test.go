@@ -590,3 +590,32 @@ func TestNewClusterAndTokens(t *testing.T) {
 		t.Fatal("tokens of a cluster without a CA")
 	}
 }
+
+// TestIssueAgainWithTheSameKey: a joiner whose answer was lost asks again
+// with the same key and gets its certificate under the same node ID;
+// another key under the name is refused.
+func TestIssueAgainWithTheSameKey(t *testing.T) {
+	c := newCluster(t, nil)
+	worker, _ := c.tokens(t)
+	_, csr, err := ca.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &skiffpb.IssueCertificateRequest{Token: worker, Name: "h1", Role: skiffpb.NodeRole_NODE_ROLE_WORKER, Csr: csr}
+	first, err := c.client(t, nil).IssueCertificate(ctxT(t), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.client(t, nil).IssueCertificate(ctxT(t), req)
+	if err != nil {
+		t.Fatalf("the same key again: %v", err)
+	}
+	if again.GetNodeId() != first.GetNodeId() {
+		t.Fatalf("the same key got node %s, then %s", first.GetNodeId(), again.GetNodeId())
+	}
+	if n := c.nodeByName("h1"); len(n.GetCertified()) != 1 {
+		t.Fatalf("certified %v after a retry, want one entry", n.GetCertified())
+	}
+	_, _, err = c.issue(t, "h1", skiffpb.NodeRole_NODE_ROLE_WORKER, worker)
+	wantCode(t, "another key under the name", err, codes.AlreadyExists, "skiff node rm")
+}
