@@ -27,8 +27,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	"github.com/skiffhq/skiff/internal/debugserver"
 	skiffpb "github.com/skiffhq/skiff/proto"
@@ -180,12 +182,17 @@ func Run(ctx context.Context, cfg Config) error {
 		wg.Go(func() { cfg.Overlay.Run(ctx) })
 	}
 	wg.Go(func() { a.followEvents(ctx) })
-	wg.Go(func() { a.sessionLoop(ctx) })
+	var refused error
+	wg.Go(func() {
+		if refused = a.sessionLoop(ctx); refused != nil {
+			cancel()
+		}
+	})
 	<-ctx.Done()
 	wg.Wait()
 	a.worker.wait()
 	a.logger.Info("agent stopped")
-	return nil
+	return refused
 }
 
 // newAgent builds the agent of cfg, whose Logger and DataDir are set; its
@@ -267,14 +274,20 @@ func (a *Agent) followEvents(ctx context.Context) {
 
 // sessionLoop keeps a session with the leader: it finds the leader, runs
 // the session until it ends, and does it again, backing off only while no
-// leader can be found.
-func (a *Agent) sessionLoop(ctx context.Context) {
+// leader can be found. It returns only when ctx ends, or with the leader's
+// refusal of this node (removed, or not who it claims to be), which no
+// retry can change.
+func (a *Agent) sessionLoop(ctx context.Context) error {
 	backoff := newBackoff()
 	for ctx.Err() == nil {
 		est, err := a.connect(ctx)
 		if errors.Is(err, errNewLeader) {
 			// At most once per term: the next round starts from it.
 			continue
+		}
+		if refusal := refusedBy(err); refusal != nil {
+			a.logger.Error("the cluster refuses this node", "error", refusal)
+			return fmt.Errorf("the cluster refuses this node: %w", refusal)
 		}
 		if err != nil {
 			a.logger.Debug("no session with a leader yet", "error", err)
@@ -284,6 +297,33 @@ func (a *Agent) sessionLoop(ctx context.Context) {
 		backoff.reset()
 		a.run(ctx, est)
 	}
+	return nil
+}
+
+// refusedBy finds, in a registration's errors, a leader's refusal of this
+// node's identity.
+func refusedBy(err error) error {
+	var found error
+	var walk func(error)
+	walk = func(e error) {
+		if e == nil || found != nil {
+			return
+		}
+		if c := status.Code(e); c == codes.PermissionDenied || c == codes.Unauthenticated {
+			found = e
+			return
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, x := range u.Unwrap() {
+				walk(x)
+			}
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		}
+	}
+	walk(err)
+	return found
 }
 
 // backoff is capped exponential backoff with jitter, so that a thousand

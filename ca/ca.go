@@ -56,9 +56,15 @@ const (
 	// MinCertExpiry keeps renewal, which starts well before expiry, from
 	// turning into a storm.
 	MinCertExpiry = time.Minute
-	// backdate covers clocks a little behind the issuer's.
-	backdate = 5 * time.Minute
+	// maxBackdate covers clocks a little behind the issuer's.
+	maxBackdate = 5 * time.Minute
 )
+
+// backdate is how far before now a certificate of lifetime ttl starts: up
+// to maxBackdate, and never more than a tenth of its life, so that a short
+// certificate is not mostly spent in the past (renewal, at two thirds of
+// its life, would then be due at once).
+func backdate(ttl time.Duration) time.Duration { return min(maxBackdate, ttl/10) }
 
 // Identity is who a certificate says its holder is.
 type Identity struct {
@@ -107,7 +113,7 @@ func NewAuthority(clusterID string, now time.Time) (*Authority, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: "skiff-ca", Organization: []string{clusterID}},
-		NotBefore:             now.Add(-backdate),
+		NotBefore:             now.Add(-maxBackdate),
 		NotAfter:              now.Add(CALifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
@@ -195,7 +201,7 @@ func (a *Authority) signKey(pub any, id Identity, ttl time.Duration, now time.Ti
 			Organization:       []string{id.ClusterID},
 		},
 		DNSNames:    []string{ServerName(id.Role), id.NodeID},
-		NotBefore:   now.Add(-backdate),
+		NotBefore:   now.Add(-backdate(ttl)),
 		NotAfter:    notAfter,
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},

@@ -3,6 +3,8 @@ package identity_test
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -470,4 +472,63 @@ func TestJoinTriesTheOtherMembers(t *testing.T) {
 	if _, err := identity.Join(ctx, identity.Request{Token: worker, Name: "w2", DataDir: t.TempDir()}); err == nil {
 		t.Fatal("Join without an address")
 	}
+}
+
+// TestRenewerRenewsInPlace: once two thirds of the certificate's life has
+// passed, the Renewer gets a new certificate for the same identity, swaps
+// it into the Keypair and writes it to disk.
+func TestRenewerRenewsInPlace(t *testing.T) {
+	c := newCluster(t)
+	worker, _ := c.tokens(t)
+	r := c.request(t, "w1", skiffpb.NodeRole_NODE_ROLE_WORKER, worker)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	j, err := identity.Join(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := j.Bundle.Keypair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := j.Bundle.Pool()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := kp.Leaf()
+	renewed := make(chan time.Time, 1)
+	rn := &identity.Renewer{
+		DataDir: r.DataDir, Pool: pool, Keypair: kp,
+		Managers: func() []string { return []string{c.addr} },
+		// The clock says the certificate is nearly spent, so renewal is due.
+		Now:     func() time.Time { return first.NotAfter.Add(-time.Minute) },
+		Renewed: func(notAfter time.Time) { renewed <- notAfter },
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); rn.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	select {
+	case <-renewed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no renewal within 20 s of its being due")
+	}
+	now := kp.Leaf()
+	if now.SerialNumber.Cmp(first.SerialNumber) == 0 {
+		t.Fatal("the Keypair still holds the first certificate")
+	}
+	if got, want := c.certIdentity(t, ca.Bundle{CA: j.Bundle.CA, Cert: pemOf(now)}), kp.Identity(); got != want {
+		t.Fatalf("renewed identity %+v, want %+v", got, want)
+	}
+	onDisk, err := identity.Load(r.DataDir, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if disk, _ := ca.ParseCert(onDisk.Bundle.Cert); disk.SerialNumber.Cmp(now.SerialNumber) != 0 {
+		t.Fatal("the renewed certificate was not written to the data dir")
+	}
+}
+
+func pemOf(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }

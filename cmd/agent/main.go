@@ -78,6 +78,17 @@ func newCommand() *cobra.Command {
 			if len(seeds) == 0 {
 				return errors.New("--join is required: give the gossip address (HOST:PORT) of any manager or agent")
 			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			// Join first: a node the cluster refuses leaves nothing behind
+			// on its host, no overlay device and no engine connection.
+			if token == "" {
+				token = os.Getenv("SKIFF_JOIN_TOKEN")
+			}
+			id, err := loadIdentity(ctx, cfg, seeds, token, logger)
+			if err != nil {
+				return err
+			}
 			vtep, err := netip.ParseAddr(cfg.AdvertiseAddr)
 			if err != nil {
 				return fmt.Errorf("--advertise-addr %q is not an IP address", cfg.AdvertiseAddr)
@@ -98,15 +109,6 @@ func newCommand() *cobra.Command {
 				return err
 			}
 			defer exec.Close()
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			if token == "" {
-				token = os.Getenv("SKIFF_JOIN_TOKEN")
-			}
-			id, err := loadIdentity(ctx, cfg, seeds, token, logger)
-			if err != nil {
-				return err
-			}
 			pool, disc, err := joinGossip(ctx, gossipConfig{
 				name: cfg.Name, addr: cfg.AdvertiseAddr, port: gossipPort, join: seeds, keys: id.gossipKeys,
 				logger: logger.With("node", cfg.Name),
