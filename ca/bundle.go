@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"google.golang.org/grpc/credentials"
 )
 
 // Bundle is a credential as it is kept on disk: a folder holding ca.pem,
@@ -107,4 +109,19 @@ func (b Bundle) Identity(now time.Time) (Identity, error) {
 		return Identity{}, err
 	}
 	return verify(pool, cert, now)
+}
+
+// ClientCredentials are the bundle's certificate as a gRPC client's, which
+// trusts only servers of role server under the bundle's CA: the CLI's and
+// every node's way to dial a manager.
+func (b Bundle) ClientCredentials(server Role) (credentials.TransportCredentials, error) {
+	pool, err := b.Pool()
+	if err != nil {
+		return nil, err
+	}
+	kp, err := b.Keypair()
+	if err != nil {
+		return nil, err
+	}
+	return credentials.NewTLS(ClientConfig(pool, kp, server)), nil
 }

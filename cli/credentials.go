@@ -45,15 +45,11 @@ func (a *app) transportCredentials() (credentials.TransportCredentials, error) {
 		if err != nil {
 			return nil, fmt.Errorf("credentials in %s: %w (it must hold ca.pem, cert.pem and key.pem)", dir, err)
 		}
-		pool, err := b.Pool()
+		creds, err := b.ClientCredentials(ca.RoleManager)
 		if err != nil {
 			return nil, fmt.Errorf("credentials in %s: %w", dir, err)
 		}
-		kp, err := b.Keypair()
-		if err != nil {
-			return nil, fmt.Errorf("credentials in %s: %w", dir, err)
-		}
-		return credentials.NewTLS(ca.ClientConfig(pool, kp, ca.RoleManager)), nil
+		return creds, nil
 	}
 	return nil, fmt.Errorf("no credentials found in %s: the CLI needs the admin bundle (ca.pem, cert.pem, key.pem) "+
 		"that the first manager wrote to <data-dir>/admin/; copy it to ~/.skiff/tls, or point --tls-dir or SKIFF_TLS_DIR at it",

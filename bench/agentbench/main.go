@@ -127,15 +127,11 @@ func adminCreds(dir string) (credentials.TransportCredentials, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin credentials in %s: %w", dir, err)
 	}
-	pool, err := b.Pool()
+	creds, err := b.ClientCredentials(ca.RoleManager)
 	if err != nil {
 		return nil, fmt.Errorf("admin credentials in %s: %w", dir, err)
 	}
-	kp, err := b.Keypair()
-	if err != nil {
-		return nil, fmt.Errorf("admin credentials in %s: %w", dir, err)
-	}
-	return credentials.NewTLS(ca.ClientConfig(pool, kp, ca.RoleManager)), nil
+	return creds, nil
 }
 
 // rssOf reads a process's resident set size in MiB.

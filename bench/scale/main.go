@@ -410,16 +410,8 @@ func waitAdmin(ctx context.Context, procs *processes, dir string) (credentials.T
 		if err != nil {
 			return err
 		}
-		pool, err := b.Pool()
-		if err != nil {
-			return err
-		}
-		kp, err := b.Keypair()
-		if err != nil {
-			return err
-		}
-		creds = credentials.NewTLS(ca.ClientConfig(pool, kp, ca.RoleManager))
-		return nil
+		creds, err = b.ClientCredentials(ca.RoleManager)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("wait for the admin credentials in %s: %w", dir, err)

@@ -185,16 +185,8 @@ func (c *Cluster) loadAdmin(m *Manager) {
 		if err != nil {
 			return err
 		}
-		pool, err := b.Pool()
-		if err != nil {
-			return err
-		}
-		kp, err := b.Keypair()
-		if err != nil {
-			return err
-		}
-		c.admin = credentials.NewTLS(ca.ClientConfig(pool, kp, ca.RoleManager))
-		return nil
+		c.admin, err = b.ClientCredentials(ca.RoleManager)
+		return err
 	})
 }
 
@@ -274,7 +266,7 @@ func (c *Cluster) AddAgent(name string) *sim.Executor {
 	if err != nil {
 		c.t.Fatalf("agent %s: %v", name, err)
 	}
-	creds, err := agentCreds(j.Bundle)
+	creds, err := j.Bundle.ClientCredentials(ca.RoleManager)
 	if err != nil {
 		c.t.Fatalf("agent %s: %v", name, err)
 	}
@@ -420,17 +412,4 @@ func Unavailable(err error) bool {
 		return true
 	}
 	return errors.Is(err, context.DeadlineExceeded)
-}
-
-// agentCreds are an agent's credentials as a client of the managers.
-func agentCreds(b ca.Bundle) (credentials.TransportCredentials, error) {
-	pool, err := b.Pool()
-	if err != nil {
-		return nil, err
-	}
-	kp, err := b.Keypair()
-	if err != nil {
-		return nil, err
-	}
-	return credentials.NewTLS(ca.ClientConfig(pool, kp, ca.RoleManager)), nil
 }
