@@ -197,3 +197,67 @@ func (m *Manager) serveHello(ctx context.Context) {
 		m.logger.Warn("the join port stopped", "error", err)
 	}
 }
+
+// keepAdminBundle renews the admin bundle in this manager's data dir, if it
+// has one, when two thirds of its certificate's life has passed, with the
+// CA in the store: the CLI on this host keeps working without anyone
+// handing it a new credential.
+func (m *Manager) keepAdminBundle(ctx context.Context) {
+	dir := AdminDir(m.cfg.DataDir)
+	for ctx.Err() == nil {
+		b, err := ca.ReadBundle(dir)
+		if err != nil {
+			return // no admin bundle here: nothing to keep
+		}
+		leaf, err := ca.ParseCert(b.Cert)
+		if err != nil {
+			m.logger.Warn("the admin bundle's certificate", "dir", dir, "error", err)
+			return
+		}
+		due := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3)
+		if wait := time.Until(due); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		if err := m.renewAdmin(dir, b, leaf); err != nil {
+			m.logger.Warn("renew the admin bundle; trying again", "dir", dir, "error", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}
+}
+
+func (m *Manager) renewAdmin(dir string, b ca.Bundle, leaf *x509.Certificate) error {
+	var c *skiffpb.Cluster
+	m.store.View(func(tx state.ReadTx) { c = tx.Cluster() })
+	if len(c.GetCaKey()) == 0 {
+		return errors.New("the store holds no CA yet")
+	}
+	auth, err := ca.LoadAuthority(c.GetCaCert(), c.GetCaKey())
+	if err != nil {
+		return err
+	}
+	id, err := auth.Verify(leaf, leaf.NotBefore.Add(time.Second))
+	if err != nil {
+		return err
+	}
+	expiry := time.Duration(c.GetCertExpiry())
+	if expiry <= 0 {
+		expiry = ca.DefaultCertExpiry
+	}
+	cert, key, err := auth.Issue(id, expiry, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := ca.WriteBundle(dir, ca.Bundle{CA: b.CA, Cert: cert, Key: key}); err != nil {
+		return err
+	}
+	m.logger.Info("admin bundle renewed", "dir", dir)
+	return nil
+}
