@@ -3,8 +3,9 @@
 //
 // The agent reaches the rest of the cluster through small seams, each wired
 // in by its command: an Executor runs the containers, a Discovery says where
-// the managers are and which leads (skiff-agent's is the gossip pool), and
-// an Overlay hears of the node's networks and tasks.
+// the managers are and which leads (skiff-agent's is the gossip pool), an
+// Overlay hears of the node's networks and tasks, and a Keyring takes the
+// cluster's gossip keys.
 //
 // The agent keeps working without a leader. Running containers keep
 // running, the engine's events keep updating their statuses, and the latest
@@ -60,6 +61,18 @@ type Config struct {
 	// Overlay, when set, is the host's overlay network: it hears of the
 	// node's networks and of every task's status.
 	Overlay Overlay
+	// Keyring, when set, is given the cluster's gossip keyring whenever the
+	// leader sends it; skiff-agent wires in its gossip pool.
+	Keyring Keyring
+}
+
+// Keyring is where the agent puts the cluster's gossip keyring: the node's
+// gossip pool, and the copy kept beside its certificate for its next start.
+// The leader sends the keyring at the start of every session and at each
+// stage of a rotation of the key.
+type Keyring interface {
+	// SetKeys makes the keyring exactly keys, the first of them primary.
+	SetKeys(keys [][]byte) error
 }
 
 // Discovery tells the agent where the managers are and which of them leads.

@@ -144,6 +144,8 @@ func (s *agentSession) receive(ctx context.Context) error {
 			s.subscription(ctx, msg.LogSubscription)
 		case *skiffpb.ManagerMessage_DownNodes:
 			s.a.overlay.NodesDown(msg.DownNodes.GetNames())
+		case *skiffpb.ManagerMessage_GossipKeys:
+			s.a.setGossipKeys(msg.GossipKeys.GetKeys())
 		}
 	}
 }
@@ -194,4 +196,19 @@ func (s *agentSession) send(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// setGossipKeys hands the leader's gossip keyring to the Keyring. A keyring
+// that cannot be applied is logged, not fatal to the session: the tasks
+// need the session more than the pool needs the key, and the next session
+// brings the keyring again.
+func (a *Agent) setGossipKeys(keys [][]byte) {
+	if a.cfg.Keyring == nil {
+		return
+	}
+	if err := a.cfg.Keyring.SetKeys(keys); err != nil {
+		a.logger.Error("apply the cluster's gossip keys", "error", err)
+		return
+	}
+	a.logger.Debug("gossip keys set", "keys", len(keys))
 }

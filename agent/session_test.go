@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -157,5 +158,45 @@ func TestHeartbeatPeriodFollowsTheLeader(t *testing.T) {
 	}
 	if got := time.Duration(s.period.Load()); got != 5*time.Second {
 		t.Errorf("period %s, want 5s (an acknowledgement without a period changes nothing)", got)
+	}
+}
+
+// keyring records the keyrings the agent is given.
+type keyring struct {
+	mu  sync.Mutex
+	got [][][]byte
+}
+
+func (k *keyring) SetKeys(keys [][]byte) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.got = append(k.got, keys)
+	return nil
+}
+
+// TestGossipKeysReachTheKeyring: each keyring the leader sends is handed to
+// the Keyring whole, in order; an agent without a Keyring ignores them.
+func TestGossipKeysReachTheKeyring(t *testing.T) {
+	oldKey, newKey := []byte(strings.Repeat("o", 32)), []byte(strings.Repeat("n", 32))
+	stages := [][][]byte{{oldKey, newKey}, {newKey, oldKey}, {newKey}}
+	for _, withKeyring := range []bool{true, false} {
+		s, fs := testSession(t, time.Hour)
+		k := &keyring{}
+		if withKeyring {
+			s.a.cfg.Keyring = k
+		}
+		for _, keys := range stages {
+			fs.recv <- &skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_GossipKeys{GossipKeys: &skiffpb.GossipKeys{Keys: keys}}}
+		}
+		close(fs.recv)
+		if err := s.receive(context.Background()); err != io.EOF {
+			t.Fatalf("receive: %v", err)
+		}
+		if !withKeyring {
+			continue
+		}
+		if !slices.EqualFunc(k.got, stages, func(a, b [][]byte) bool { return slices.EqualFunc(a, b, bytes.Equal) }) {
+			t.Errorf("the keyring was given %q, want %q", k.got, stages)
+		}
 	}
 }

@@ -71,26 +71,36 @@ func (a *app) joinTokenCommand() *cobra.Command {
 // clusterUpdateCommand changes cluster-wide settings.
 func (a *app) clusterUpdateCommand() *cobra.Command {
 	var expiry time.Duration
+	var rotateGossipKey bool
 	cmd := &cobra.Command{
 		Use:   "update [OPTIONS]",
 		Short: "Update the cluster's settings",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !cmd.Flags().Changed("cert-expiry") {
-				return errors.New("nothing to update: give --cert-expiry")
+			setExpiry := cmd.Flags().Changed("cert-expiry")
+			if !setExpiry && !rotateGossipKey {
+				return errors.New("nothing to update: give --cert-expiry or --rotate-gossip-key")
 			}
 			ctl, err := a.control()
 			if err != nil {
 				return err
 			}
-			if _, err := ctl.UpdateCluster(cmd.Context(), &skiffpb.UpdateClusterRequest{CertExpiry: int64(expiry)}); err != nil {
+			if _, err := ctl.UpdateCluster(cmd.Context(), &skiffpb.UpdateClusterRequest{
+				CertExpiry: int64(expiry), RotateGossipKey: rotateGossipKey,
+			}); err != nil {
 				return err
 			}
-			fmt.Fprintln(a.stdout(), "Cluster updated; certificates issued from now on, renewals included, last", expiry)
+			if setExpiry {
+				fmt.Fprintln(a.stdout(), "Cluster updated; certificates issued from now on, renewals included, last", expiry)
+			}
+			if rotateGossipKey {
+				fmt.Fprintln(a.stdout(), "Gossip key rotation started: every node installs the new key now, encrypts with it in about 10s, and drops the old one about 10s later.")
+			}
 			return nil
 		},
 	}
 	cmd.Flags().DurationVar(&expiry, "cert-expiry", 0, "Validity period for node certificates (ns|us|ms|s|m|h), for example 2160h")
+	cmd.Flags().BoolVar(&rotateGossipKey, "rotate-gossip-key", false, "Replace the gossip encryption key with a new one, without a pause in gossip")
 	return cmd
 }
 

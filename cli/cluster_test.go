@@ -371,6 +371,17 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("cluster update --rotate-gossip-key", func(t *testing.T) {
+		out := h.mustRun("cluster", "update", "--rotate-gossip-key")
+		mustContain(t, out, "Gossip key rotation started")
+		// The rotation goes on through the steps that follow, which must
+		// not notice it.
+		r := h.run("cluster", "update", "--rotate-gossip-key")
+		if r.err == nil || !strings.Contains(r.err.Error(), "a rotation of the gossip key is under way") {
+			t.Fatalf("a second rotation at once: err = %v, want it refused as under way", r.err)
+		}
+	})
+
 	t.Run("node update --availability drain", func(t *testing.T) {
 		out := h.mustRun("node", "update", "--availability", "drain", "h1")
 		mustContain(t, out, "h1\n", "verify: Node drained\n")
@@ -570,6 +581,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"node", "lss"}, `unknown command "lss" for "skiff node"`},
 		{[]string{"node", "ls", "--bogus"}, "unknown flag: --bogus"},
 		{[]string{"node", "update", "h1"}, "nothing to update"},
+		{[]string{"cluster", "update"}, "nothing to update: give --cert-expiry or --rotate-gossip-key"},
 		{[]string{"node", "update", "--availability", "gone", "h1"}, `invalid availability "gone"`},
 		{[]string{"stack", "deploy", "demo"}, "no compose file given"},
 	} {

@@ -107,6 +107,11 @@ func (p *Pool) RemoveKey(key []byte) error {
 	}
 	p.keysMu.Lock()
 	defer p.keysMu.Unlock()
+	return p.removeKeyLocked(key)
+}
+
+// removeKeyLocked is RemoveKey for a caller that holds keysMu.
+func (p *Pool) removeKeyLocked(key []byte) error {
 	keys := p.copyKeys()
 	i := slices.IndexFunc(keys, func(k []byte) bool { return bytes.Equal(k, key) })
 	switch {
@@ -124,6 +129,48 @@ func (p *Pool) RemoveKey(key []byte) error {
 	for _, k := range after {
 		if err := p.keyring.AddKey(k); err != nil {
 			return fmt.Errorf("remove gossip key: put back a later key: %w", err)
+		}
+	}
+	return nil
+}
+
+// SetKeys makes the keyring exactly keys, the first primary, whatever it
+// held before: the keyring the cluster hands out at each stage of a
+// rotation. It takes the steps of a rotation in their order (install every
+// key, make the first primary, remove the rest), so that at no moment does
+// the member stop reading a key a peer may still encrypt with, or encrypt
+// with a key a peer cannot read yet, provided keys is a stage the others
+// have reached too.
+func (p *Pool) SetKeys(keys [][]byte) error {
+	if p.keyring == nil {
+		return ErrUnencrypted
+	}
+	if len(keys) == 0 {
+		return errors.New("set gossip keys: no keys; a pool that encrypts needs a primary key")
+	}
+	for i, k := range keys {
+		if err := validateKey(k); err != nil {
+			return fmt.Errorf("set gossip keys: key %d: %w", i, err)
+		}
+	}
+	// One lock for the whole change: two callers must not interleave
+	// their steps, or one could remove a key the other just installed.
+	p.keysMu.Lock()
+	defer p.keysMu.Unlock()
+	for _, k := range keys {
+		if err := p.keyring.AddKey(bytes.Clone(k)); err != nil {
+			return fmt.Errorf("set gossip keys: install: %w", err)
+		}
+	}
+	if err := p.keyring.UseKey(keys[0]); err != nil {
+		return fmt.Errorf("set gossip keys: use the primary: %w", err)
+	}
+	for _, k := range p.copyKeys() {
+		if slices.ContainsFunc(keys, func(want []byte) bool { return bytes.Equal(want, k) }) {
+			continue
+		}
+		if err := p.removeKeyLocked(k); err != nil {
+			return fmt.Errorf("set gossip keys: %w", err)
 		}
 	}
 	return nil

@@ -208,3 +208,68 @@ func TestKeyMethods(t *testing.T) {
 		t.Errorf("ListKeys on an unencrypted pool = %x, want nil", got)
 	}
 }
+
+// TestSetKeys takes a pool through a rotation with SetKeys alone, each
+// stage the keyring the cluster hands out, and checks the keyring after
+// each and that the members keep hearing each other; then that a member
+// that missed the rotation is brought straight to the new key, and that
+// keyrings SetKeys cannot apply are refused without a change.
+func TestSetKeys(t *testing.T) {
+	oldKey, newKey := testKey(1), testKey(2)
+	mgr := startWith(t, Meta{Name: "n0", Role: RoleManager, APIAddr: "127.0.0.1:4242"}, [][]byte{oldKey})
+	a0 := startWith(t, Meta{Name: "n0", Role: RoleAgent}, [][]byte{oldKey}, mgr.addr)
+	pool := []*testMember{mgr, a0}
+	waitMembers(t, []Member{liveMember(a0.meta), liveMember(mgr.meta)}, pool...)
+	// away holds the old key, and is not in the pool during the rotation.
+	away := startWith(t, Meta{Name: "away", Role: RoleAgent}, [][]byte{oldKey})
+
+	for _, stage := range [][][]byte{{oldKey, newKey}, {newKey, oldKey}, {newKey}} {
+		for _, m := range pool {
+			if err := m.SetKeys(stage); err != nil {
+				t.Fatalf("SetKeys(%x) on %s: %v", stage, m.meta.memberName(), err)
+			}
+			// Setting the same keyring again changes nothing.
+			if err := m.SetKeys(stage); err != nil {
+				t.Fatalf("SetKeys(%x) again on %s: %v", stage, m.meta.memberName(), err)
+			}
+			if got := m.ListKeys(); !slices.EqualFunc(got, stage, bytes.Equal) {
+				t.Fatalf("after SetKeys(%x), %s lists keys %x", stage, m.meta.memberName(), got)
+			}
+		}
+		eventually(t, waitTimeout, func() error {
+			if op := mgr.Probe(a0.meta.Name, a0.meta.Role); op != Heard {
+				return fmt.Errorf("with keys %x, the manager's probe of the agent: %v", stage, op)
+			}
+			return nil
+		})
+	}
+
+	if n, err := away.Memberlist().Join([]string{mgr.addr}); err == nil || n != 0 {
+		t.Errorf("a member with only the removed key joined: reached %d, error %v", n, err)
+	}
+	if err := away.SetKeys([][]byte{newKey}); err != nil {
+		t.Fatalf("SetKeys on the member that was away: %v", err)
+	}
+	if got := away.ListKeys(); !slices.EqualFunc(got, [][]byte{newKey}, bytes.Equal) {
+		t.Fatalf("the member that was away lists keys %x, want only the new one", got)
+	}
+	if _, err := away.Memberlist().Join([]string{mgr.addr}); err != nil {
+		t.Errorf("the member that was away cannot join with the current keyring: %v", err)
+	}
+
+	for name, keys := range map[string][][]byte{
+		"no keys":   nil,
+		"short key": {newKey, make([]byte, 16)},
+	} {
+		if err := mgr.SetKeys(keys); err == nil {
+			t.Errorf("SetKeys with %s succeeded", name)
+		}
+		if got := mgr.ListKeys(); !slices.EqualFunc(got, [][]byte{newKey}, bytes.Equal) {
+			t.Errorf("after SetKeys with %s, the keys are %x, want them unchanged", name, got)
+		}
+	}
+	plain := start(t, Meta{Name: "plain", Role: RoleAgent})
+	if err := plain.SetKeys([][]byte{newKey}); !errors.Is(err, ErrUnencrypted) {
+		t.Errorf("SetKeys on an unencrypted pool: %v, want ErrUnencrypted", err)
+	}
+}

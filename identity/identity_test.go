@@ -310,6 +310,14 @@ func TestSaveAndLoadKeyring(t *testing.T) {
 	if j.NodeID != "n1" || !slices.EqualFunc(j.GossipKeys, keys, bytes.Equal) {
 		t.Fatalf("Load = node %s, keys %x; want n1, %x", j.NodeID, j.GossipKeys, keys)
 	}
+	// A rotation replaces the keyring alone; the certificate stays.
+	rotated := [][]byte{bytes.Repeat([]byte{3}, 32)}
+	if err := identity.SaveKeys(dataDir, rotated); err != nil {
+		t.Fatal(err)
+	}
+	if j, err = identity.Load(dataDir, time.Now()); err != nil || j.NodeID != "n1" || !slices.EqualFunc(j.GossipKeys, rotated, bytes.Equal) {
+		t.Fatalf("Load after SaveKeys = node %s, keys %x, %v; want n1, %x", j.NodeID, j.GossipKeys, err, rotated)
+	}
 	if err := os.Remove(filepath.Join(identity.Dir(dataDir), "gossip.keys")); err != nil {
 		t.Fatal(err)
 	}

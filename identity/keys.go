@@ -14,6 +14,14 @@ import (
 // per line, the primary first.
 const keysFile = "gossip.keys"
 
+// SaveKeys writes the gossip keyring, the primary first, to the node's
+// credentials folder under dataDir, where Load finds it: a node restarted
+// after a rotation of the key starts its pool with the keyring it last
+// had, not the one it joined with.
+func SaveKeys(dataDir string, keys [][]byte) error {
+	return saveKeys(Dir(dataDir), keys)
+}
+
 func saveKeys(dir string, keys [][]byte) error {
 	var b bytes.Buffer
 	for _, k := range keys {

@@ -98,6 +98,7 @@ func (m *Manager) lead(ctx context.Context) {
 	run(addrs.run)
 	run(m.dispatch.Run)
 	run(orchestrator.New(orchestrator.Config{Store: m.store, Raft: m.raft, IPAM: addrs.ipam, Logger: m.logger}).Run)
+	run((&gossipKeyRotator{store: m.store, raft: m.raft, settle: gossipKeySettle, logger: m.logger}).run)
 	run(placement.New(placement.Config{Store: m.store, Raft: m.raft, IPAM: addrs.ipam, Logger: m.logger, Latency: m.metrics.schedulingLatency}).Run)
 	wg.Wait()
 }

@@ -242,6 +242,7 @@ func (m *Manager) serve(ctx context.Context, lis net.Listener, debug []*debugser
 	g.Go(func() error { m.leadWhileLeader(runCtx); return nil })
 	g.Go(func() error { m.serveHello(runCtx); return nil })
 	g.Go(func() error { m.keepAdminBundle(runCtx); return nil })
+	g.Go(func() error { m.followGossipKeys(runCtx); return nil })
 	g.Go(func() error {
 		(&identity.Renewer{
 			DataDir: m.cfg.DataDir, Pool: m.creds.pool, Keypair: m.creds.keypair,

@@ -876,6 +876,62 @@ func (HealthState) EnumDescriptor() ([]byte, []int) {
 	return file_skiff_proto_rawDescGZIP(), []int{15}
 }
 
+// GossipKeyStage is a stage of a rotation of the gossip key. Every member
+// applies the cluster's keyring as it is, so each stage is one write; the
+// stages come in this order, each reaching every member before the next.
+type GossipKeyStage int32
+
+const (
+	// No rotation under way: gossip_keys is the one key.
+	GossipKeyStage_GOSSIP_KEY_STAGE_NONE GossipKeyStage = 0
+	// The new key is installed, the old one still encrypts: [old, new].
+	GossipKeyStage_GOSSIP_KEY_STAGE_INSTALLED GossipKeyStage = 1
+	// The new key encrypts, the old one is still read: [new, old]. Next,
+	// the old key goes, and the stage is NONE again.
+	GossipKeyStage_GOSSIP_KEY_STAGE_PRIMARY GossipKeyStage = 2
+)
+
+// Enum value maps for GossipKeyStage.
+var (
+	GossipKeyStage_name = map[int32]string{
+		0: "GOSSIP_KEY_STAGE_NONE",
+		1: "GOSSIP_KEY_STAGE_INSTALLED",
+		2: "GOSSIP_KEY_STAGE_PRIMARY",
+	}
+	GossipKeyStage_value = map[string]int32{
+		"GOSSIP_KEY_STAGE_NONE":      0,
+		"GOSSIP_KEY_STAGE_INSTALLED": 1,
+		"GOSSIP_KEY_STAGE_PRIMARY":   2,
+	}
+)
+
+func (x GossipKeyStage) Enum() *GossipKeyStage {
+	p := new(GossipKeyStage)
+	*p = x
+	return p
+}
+
+func (x GossipKeyStage) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (GossipKeyStage) Descriptor() protoreflect.EnumDescriptor {
+	return file_skiff_proto_enumTypes[16].Descriptor()
+}
+
+func (GossipKeyStage) Type() protoreflect.EnumType {
+	return &file_skiff_proto_enumTypes[16]
+}
+
+func (x GossipKeyStage) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use GossipKeyStage.Descriptor instead.
+func (GossipKeyStage) EnumDescriptor() ([]byte, []int) {
+	return file_skiff_proto_rawDescGZIP(), []int{16}
+}
+
 // ServiceChangeKind says what a deploy did to one service.
 type ServiceChangeKind int32
 
@@ -913,11 +969,11 @@ func (x ServiceChangeKind) String() string {
 }
 
 func (ServiceChangeKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_skiff_proto_enumTypes[16].Descriptor()
+	return file_skiff_proto_enumTypes[17].Descriptor()
 }
 
 func (ServiceChangeKind) Type() protoreflect.EnumType {
-	return &file_skiff_proto_enumTypes[16]
+	return &file_skiff_proto_enumTypes[17]
 }
 
 func (x ServiceChangeKind) Number() protoreflect.EnumNumber {
@@ -926,7 +982,7 @@ func (x ServiceChangeKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ServiceChangeKind.Descriptor instead.
 func (ServiceChangeKind) EnumDescriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{16}
+	return file_skiff_proto_rawDescGZIP(), []int{17}
 }
 
 // WatchKind selects which objects a watch follows.
@@ -963,11 +1019,11 @@ func (x WatchKind) String() string {
 }
 
 func (WatchKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_skiff_proto_enumTypes[17].Descriptor()
+	return file_skiff_proto_enumTypes[18].Descriptor()
 }
 
 func (WatchKind) Type() protoreflect.EnumType {
-	return &file_skiff_proto_enumTypes[17]
+	return &file_skiff_proto_enumTypes[18]
 }
 
 func (x WatchKind) Number() protoreflect.EnumNumber {
@@ -976,7 +1032,7 @@ func (x WatchKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WatchKind.Descriptor instead.
 func (WatchKind) EnumDescriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{17}
+	return file_skiff_proto_rawDescGZIP(), []int{18}
 }
 
 // WatchAction is what happened to an object.
@@ -1010,11 +1066,11 @@ func (x WatchAction) String() string {
 }
 
 func (WatchAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_skiff_proto_enumTypes[18].Descriptor()
+	return file_skiff_proto_enumTypes[19].Descriptor()
 }
 
 func (WatchAction) Type() protoreflect.EnumType {
-	return &file_skiff_proto_enumTypes[18]
+	return &file_skiff_proto_enumTypes[19]
 }
 
 func (x WatchAction) Number() protoreflect.EnumNumber {
@@ -1023,7 +1079,7 @@ func (x WatchAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WatchAction.Descriptor instead.
 func (WatchAction) EnumDescriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{18}
+	return file_skiff_proto_rawDescGZIP(), []int{19}
 }
 
 // LogStream is which of a container's outputs a line came from.
@@ -1057,11 +1113,11 @@ func (x LogStream) String() string {
 }
 
 func (LogStream) Descriptor() protoreflect.EnumDescriptor {
-	return file_skiff_proto_enumTypes[19].Descriptor()
+	return file_skiff_proto_enumTypes[20].Descriptor()
 }
 
 func (LogStream) Type() protoreflect.EnumType {
-	return &file_skiff_proto_enumTypes[19]
+	return &file_skiff_proto_enumTypes[20]
 }
 
 func (x LogStream) Number() protoreflect.EnumNumber {
@@ -1070,7 +1126,7 @@ func (x LogStream) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LogStream.Descriptor instead.
 func (LogStream) EnumDescriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{19}
+	return file_skiff_proto_rawDescGZIP(), []int{20}
 }
 
 // Meta is the bookkeeping every stored object carries.
@@ -3907,9 +3963,18 @@ type Cluster struct {
 	// cert_expiry is the lifetime of the node certificates issued from now on.
 	CertExpiry int64 `protobuf:"varint,12,opt,name=cert_expiry,json=certExpiry,proto3" json:"cert_expiry,omitempty"`
 	// gossip_keys is the gossip pool's AES-256 keyring, the primary first.
-	GossipKeys    [][]byte `protobuf:"bytes,13,rep,name=gossip_keys,json=gossipKeys,proto3" json:"gossip_keys,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// During a rotation it holds the old key and the new one, in the order
+	// gossip_key_stage gives.
+	GossipKeys [][]byte `protobuf:"bytes,13,rep,name=gossip_keys,json=gossipKeys,proto3" json:"gossip_keys,omitempty"`
+	// gossip_key_stage is how far a rotation of the gossip key has come;
+	// the leader moves it on (manager/gossipkeys.go).
+	GossipKeyStage GossipKeyStage `protobuf:"varint,14,opt,name=gossip_key_stage,json=gossipKeyStage,proto3,enum=skiff.v1.GossipKeyStage" json:"gossip_key_stage,omitempty"`
+	// gossip_keys_changed_at is when gossip_keys last changed (Unix
+	// nanoseconds, the leader's clock): a stage of a rotation stands for a
+	// settle time from then before the next.
+	GossipKeysChangedAt int64 `protobuf:"varint,15,opt,name=gossip_keys_changed_at,json=gossipKeysChangedAt,proto3" json:"gossip_keys_changed_at,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Cluster) Reset() {
@@ -4031,6 +4096,20 @@ func (x *Cluster) GetGossipKeys() [][]byte {
 		return x.GossipKeys
 	}
 	return nil
+}
+
+func (x *Cluster) GetGossipKeyStage() GossipKeyStage {
+	if x != nil {
+		return x.GossipKeyStage
+	}
+	return GossipKeyStage_GOSSIP_KEY_STAGE_NONE
+}
+
+func (x *Cluster) GetGossipKeysChangedAt() int64 {
+	if x != nil {
+		return x.GossipKeysChangedAt
+	}
+	return 0
 }
 
 // StoreAction is one change to the state store. Each kind of write the
@@ -5939,9 +6018,12 @@ type UpdateClusterRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// cert_expiry, when not 0, sets the lifetime of certificates issued from
 	// now on (renewals included).
-	CertExpiry    int64 `protobuf:"varint,1,opt,name=cert_expiry,json=certExpiry,proto3" json:"cert_expiry,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CertExpiry int64 `protobuf:"varint,1,opt,name=cert_expiry,json=certExpiry,proto3" json:"cert_expiry,omitempty"`
+	// rotate_gossip_key starts a rotation of the gossip key; it is refused
+	// while one is under way.
+	RotateGossipKey bool `protobuf:"varint,2,opt,name=rotate_gossip_key,json=rotateGossipKey,proto3" json:"rotate_gossip_key,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UpdateClusterRequest) Reset() {
@@ -5979,6 +6061,13 @@ func (x *UpdateClusterRequest) GetCertExpiry() int64 {
 		return x.CertExpiry
 	}
 	return 0
+}
+
+func (x *UpdateClusterRequest) GetRotateGossipKey() bool {
+	if x != nil {
+		return x.RotateGossipKey
+	}
+	return false
 }
 
 type ClusterInfoRequest struct {
@@ -6819,6 +6908,7 @@ type ManagerMessage struct {
 	//	*ManagerMessage_LogSubscription
 	//	*ManagerMessage_HeartbeatAck
 	//	*ManagerMessage_DownNodes
+	//	*ManagerMessage_GossipKeys
 	Msg           isManagerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -6915,6 +7005,15 @@ func (x *ManagerMessage) GetDownNodes() *DownNodes {
 	return nil
 }
 
+func (x *ManagerMessage) GetGossipKeys() *GossipKeys {
+	if x != nil {
+		if x, ok := x.Msg.(*ManagerMessage_GossipKeys); ok {
+			return x.GossipKeys
+		}
+	}
+	return nil
+}
+
 type isManagerMessage_Msg interface {
 	isManagerMessage_Msg()
 }
@@ -6943,6 +7042,10 @@ type ManagerMessage_DownNodes struct {
 	DownNodes *DownNodes `protobuf:"bytes,6,opt,name=down_nodes,json=downNodes,proto3,oneof"`
 }
 
+type ManagerMessage_GossipKeys struct {
+	GossipKeys *GossipKeys `protobuf:"bytes,7,opt,name=gossip_keys,json=gossipKeys,proto3,oneof"`
+}
+
 func (*ManagerMessage_Accepted) isManagerMessage_Msg() {}
 
 func (*ManagerMessage_Assignments) isManagerMessage_Msg() {}
@@ -6954,6 +7057,57 @@ func (*ManagerMessage_LogSubscription) isManagerMessage_Msg() {}
 func (*ManagerMessage_HeartbeatAck) isManagerMessage_Msg() {}
 
 func (*ManagerMessage_DownNodes) isManagerMessage_Msg() {}
+
+func (*ManagerMessage_GossipKeys) isManagerMessage_Msg() {}
+
+// GossipKeys is the cluster's gossip keyring, the primary first, whole: the
+// agent makes its pool's keyring exactly this. It comes right after
+// SessionAccepted, before the first Assignments, so that a node that was
+// away during a rotation can gossip again, and whenever the keyring
+// changes.
+type GossipKeys struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          [][]byte               `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GossipKeys) Reset() {
+	*x = GossipKeys{}
+	mi := &file_skiff_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipKeys) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipKeys) ProtoMessage() {}
+
+func (x *GossipKeys) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipKeys.ProtoReflect.Descriptor instead.
+func (*GossipKeys) Descriptor() ([]byte, []int) {
+	return file_skiff_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *GossipKeys) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
 
 // DownNodes names every node the leader has judged Down, whole: each message
 // replaces the last. It comes after the first Assignments of a session and
@@ -6969,7 +7123,7 @@ type DownNodes struct {
 
 func (x *DownNodes) Reset() {
 	*x = DownNodes{}
-	mi := &file_skiff_proto_msgTypes[79]
+	mi := &file_skiff_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6981,7 +7135,7 @@ func (x *DownNodes) String() string {
 func (*DownNodes) ProtoMessage() {}
 
 func (x *DownNodes) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[79]
+	mi := &file_skiff_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6994,7 +7148,7 @@ func (x *DownNodes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownNodes.ProtoReflect.Descriptor instead.
 func (*DownNodes) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{79}
+	return file_skiff_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *DownNodes) GetNames() []string {
@@ -7019,7 +7173,7 @@ type SessionAccepted struct {
 
 func (x *SessionAccepted) Reset() {
 	*x = SessionAccepted{}
-	mi := &file_skiff_proto_msgTypes[80]
+	mi := &file_skiff_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7031,7 +7185,7 @@ func (x *SessionAccepted) String() string {
 func (*SessionAccepted) ProtoMessage() {}
 
 func (x *SessionAccepted) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[80]
+	mi := &file_skiff_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7044,7 +7198,7 @@ func (x *SessionAccepted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionAccepted.ProtoReflect.Descriptor instead.
 func (*SessionAccepted) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{80}
+	return file_skiff_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *SessionAccepted) GetNodeId() string {
@@ -7085,7 +7239,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_skiff_proto_msgTypes[81]
+	mi := &file_skiff_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7097,7 +7251,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[81]
+	mi := &file_skiff_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7110,7 +7264,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{81}
+	return file_skiff_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *HeartbeatAck) GetHeartbeatPeriod() int64 {
@@ -7131,7 +7285,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_skiff_proto_msgTypes[82]
+	mi := &file_skiff_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7143,7 +7297,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[82]
+	mi := &file_skiff_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7156,7 +7310,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{82}
+	return file_skiff_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *Redirect) GetLeaderAddr() string {
@@ -7179,7 +7333,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_skiff_proto_msgTypes[83]
+	mi := &file_skiff_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7191,7 +7345,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[83]
+	mi := &file_skiff_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7204,7 +7358,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{83}
+	return file_skiff_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *Assignment) GetTask() *Task {
@@ -7248,7 +7402,7 @@ type Assignments struct {
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_skiff_proto_msgTypes[84]
+	mi := &file_skiff_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7260,7 +7414,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[84]
+	mi := &file_skiff_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7273,7 +7427,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{84}
+	return file_skiff_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *Assignments) GetFull() bool {
@@ -7326,7 +7480,7 @@ type LogSubscription struct {
 
 func (x *LogSubscription) Reset() {
 	*x = LogSubscription{}
-	mi := &file_skiff_proto_msgTypes[85]
+	mi := &file_skiff_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7338,7 +7492,7 @@ func (x *LogSubscription) String() string {
 func (*LogSubscription) ProtoMessage() {}
 
 func (x *LogSubscription) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[85]
+	mi := &file_skiff_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7351,7 +7505,7 @@ func (x *LogSubscription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogSubscription.ProtoReflect.Descriptor instead.
 func (*LogSubscription) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{85}
+	return file_skiff_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *LogSubscription) GetId() string {
@@ -7405,7 +7559,7 @@ type PublishLogsMessage struct {
 
 func (x *PublishLogsMessage) Reset() {
 	*x = PublishLogsMessage{}
-	mi := &file_skiff_proto_msgTypes[86]
+	mi := &file_skiff_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7417,7 +7571,7 @@ func (x *PublishLogsMessage) String() string {
 func (*PublishLogsMessage) ProtoMessage() {}
 
 func (x *PublishLogsMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[86]
+	mi := &file_skiff_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7430,7 +7584,7 @@ func (x *PublishLogsMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishLogsMessage.ProtoReflect.Descriptor instead.
 func (*PublishLogsMessage) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{86}
+	return file_skiff_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *PublishLogsMessage) GetSubscriptionId() string {
@@ -7469,7 +7623,7 @@ type PublishLogsResponse struct {
 
 func (x *PublishLogsResponse) Reset() {
 	*x = PublishLogsResponse{}
-	mi := &file_skiff_proto_msgTypes[87]
+	mi := &file_skiff_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7481,7 +7635,7 @@ func (x *PublishLogsResponse) String() string {
 func (*PublishLogsResponse) ProtoMessage() {}
 
 func (x *PublishLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[87]
+	mi := &file_skiff_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7494,7 +7648,7 @@ func (x *PublishLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishLogsResponse.ProtoReflect.Descriptor instead.
 func (*PublishLogsResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{87}
+	return file_skiff_proto_rawDescGZIP(), []int{88}
 }
 
 type IssueCertificateRequest struct {
@@ -7513,7 +7667,7 @@ type IssueCertificateRequest struct {
 
 func (x *IssueCertificateRequest) Reset() {
 	*x = IssueCertificateRequest{}
-	mi := &file_skiff_proto_msgTypes[88]
+	mi := &file_skiff_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7525,7 +7679,7 @@ func (x *IssueCertificateRequest) String() string {
 func (*IssueCertificateRequest) ProtoMessage() {}
 
 func (x *IssueCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[88]
+	mi := &file_skiff_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7538,7 +7692,7 @@ func (x *IssueCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueCertificateRequest.ProtoReflect.Descriptor instead.
 func (*IssueCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{88}
+	return file_skiff_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *IssueCertificateRequest) GetToken() string {
@@ -7583,7 +7737,7 @@ type IssueCertificateResponse struct {
 
 func (x *IssueCertificateResponse) Reset() {
 	*x = IssueCertificateResponse{}
-	mi := &file_skiff_proto_msgTypes[89]
+	mi := &file_skiff_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7595,7 +7749,7 @@ func (x *IssueCertificateResponse) String() string {
 func (*IssueCertificateResponse) ProtoMessage() {}
 
 func (x *IssueCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[89]
+	mi := &file_skiff_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7608,7 +7762,7 @@ func (x *IssueCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueCertificateResponse.ProtoReflect.Descriptor instead.
 func (*IssueCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{89}
+	return file_skiff_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *IssueCertificateResponse) GetCert() []byte {
@@ -7648,7 +7802,7 @@ type RenewCertificateRequest struct {
 
 func (x *RenewCertificateRequest) Reset() {
 	*x = RenewCertificateRequest{}
-	mi := &file_skiff_proto_msgTypes[90]
+	mi := &file_skiff_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7660,7 +7814,7 @@ func (x *RenewCertificateRequest) String() string {
 func (*RenewCertificateRequest) ProtoMessage() {}
 
 func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[90]
+	mi := &file_skiff_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7673,7 +7827,7 @@ func (x *RenewCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RenewCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{90}
+	return file_skiff_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *RenewCertificateRequest) GetCsr() []byte {
@@ -7691,7 +7845,7 @@ type HelloRequest struct {
 
 func (x *HelloRequest) Reset() {
 	*x = HelloRequest{}
-	mi := &file_skiff_proto_msgTypes[91]
+	mi := &file_skiff_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7703,7 +7857,7 @@ func (x *HelloRequest) String() string {
 func (*HelloRequest) ProtoMessage() {}
 
 func (x *HelloRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[91]
+	mi := &file_skiff_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7716,7 +7870,7 @@ func (x *HelloRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelloRequest.ProtoReflect.Descriptor instead.
 func (*HelloRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{91}
+	return file_skiff_proto_rawDescGZIP(), []int{92}
 }
 
 type HelloResponse struct {
@@ -7730,7 +7884,7 @@ type HelloResponse struct {
 
 func (x *HelloResponse) Reset() {
 	*x = HelloResponse{}
-	mi := &file_skiff_proto_msgTypes[92]
+	mi := &file_skiff_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7742,7 +7896,7 @@ func (x *HelloResponse) String() string {
 func (*HelloResponse) ProtoMessage() {}
 
 func (x *HelloResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_proto_msgTypes[92]
+	mi := &file_skiff_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7755,7 +7909,7 @@ func (x *HelloResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelloResponse.ProtoReflect.Descriptor instead.
 func (*HelloResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_proto_rawDescGZIP(), []int{92}
+	return file_skiff_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *HelloResponse) GetManagers() []string {
@@ -8051,7 +8205,7 @@ const file_skiff_proto_rawDesc = "" +
 	" \x01(\v2\x14.skiff.v1.TaskStatusR\x06status\x127\n" +
 	"\bnetworks\x18\v \x03(\v2\x1b.skiff.v1.NetworkAttachmentR\bnetworks\x12+\n" +
 	"\x05ports\x18\f \x03(\v2\x15.skiff.v1.PortBindingR\x05ports\x12\x18\n" +
-	"\aattempt\x18\r \x01(\x04R\aattempt\"\xdf\x03\n" +
+	"\aattempt\x18\r \x01(\x04R\aattempt\"\xd8\x04\n" +
 	"\aCluster\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\"\n" +
 	"\x04meta\x18\x02 \x01(\v2\x0e.skiff.v1.MetaR\x04meta\x12*\n" +
@@ -8069,7 +8223,9 @@ const file_skiff_proto_rawDesc = "" +
 	"\vcert_expiry\x18\f \x01(\x03R\n" +
 	"certExpiry\x12\x1f\n" +
 	"\vgossip_keys\x18\r \x03(\fR\n" +
-	"gossipKeys\"\xcd\x06\n" +
+	"gossipKeys\x12B\n" +
+	"\x10gossip_key_stage\x18\x0e \x01(\x0e2\x18.skiff.v1.GossipKeyStageR\x0egossipKeyStage\x123\n" +
+	"\x16gossip_keys_changed_at\x18\x0f \x01(\x03R\x13gossipKeysChangedAt\"\xcd\x06\n" +
 	"\vStoreAction\x124\n" +
 	"\vput_cluster\x18\x01 \x01(\v2\x11.skiff.v1.ClusterH\x00R\n" +
 	"putCluster\x12+\n" +
@@ -8191,10 +8347,11 @@ const file_skiff_proto_rawDesc = "" +
 	"\x0erotate_manager\x18\x02 \x01(\bR\rrotateManager\"F\n" +
 	"\x12JoinTokensResponse\x12\x16\n" +
 	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x18\n" +
-	"\amanager\x18\x02 \x01(\tR\amanager\"7\n" +
+	"\amanager\x18\x02 \x01(\tR\amanager\"c\n" +
 	"\x14UpdateClusterRequest\x12\x1f\n" +
 	"\vcert_expiry\x18\x01 \x01(\x03R\n" +
-	"certExpiry\"\x14\n" +
+	"certExpiry\x12*\n" +
+	"\x11rotate_gossip_key\x18\x02 \x01(\bR\x0frotateGossipKey\"\x14\n" +
 	"\x12ClusterInfoRequest\"\xc9\x01\n" +
 	"\vManagerInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
@@ -8259,7 +8416,7 @@ const file_skiff_proto_rawDesc = "" +
 	"session_id\x18\x04 \x01(\tR\tsessionId\"\v\n" +
 	"\tHeartbeat\"G\n" +
 	"\x0fTaskStatusBatch\x124\n" +
-	"\aupdates\x18\x01 \x03(\v2\x1a.skiff.v1.TaskStatusUpdateR\aupdates\"\xfa\x02\n" +
+	"\aupdates\x18\x01 \x03(\v2\x1a.skiff.v1.TaskStatusUpdateR\aupdates\"\xb3\x03\n" +
 	"\x0eManagerMessage\x127\n" +
 	"\baccepted\x18\x01 \x01(\v2\x19.skiff.v1.SessionAcceptedH\x00R\baccepted\x129\n" +
 	"\vassignments\x18\x02 \x01(\v2\x15.skiff.v1.AssignmentsH\x00R\vassignments\x120\n" +
@@ -8267,8 +8424,13 @@ const file_skiff_proto_rawDesc = "" +
 	"\x10log_subscription\x18\x04 \x01(\v2\x19.skiff.v1.LogSubscriptionH\x00R\x0flogSubscription\x12=\n" +
 	"\rheartbeat_ack\x18\x05 \x01(\v2\x16.skiff.v1.HeartbeatAckH\x00R\fheartbeatAck\x124\n" +
 	"\n" +
-	"down_nodes\x18\x06 \x01(\v2\x13.skiff.v1.DownNodesH\x00R\tdownNodesB\x05\n" +
-	"\x03msg\"!\n" +
+	"down_nodes\x18\x06 \x01(\v2\x13.skiff.v1.DownNodesH\x00R\tdownNodes\x127\n" +
+	"\vgossip_keys\x18\a \x01(\v2\x14.skiff.v1.GossipKeysH\x00R\n" +
+	"gossipKeysB\x05\n" +
+	"\x03msg\" \n" +
+	"\n" +
+	"GossipKeys\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\fR\x04keys\"!\n" +
 	"\tDownNodes\x12\x14\n" +
 	"\x05names\x18\x01 \x03(\tR\x05names\"\x90\x01\n" +
 	"\x0fSessionAccepted\x12\x17\n" +
@@ -8392,7 +8554,11 @@ const file_skiff_proto_rawDesc = "" +
 	"\x11HEALTH_STATE_NONE\x10\x00\x12\x19\n" +
 	"\x15HEALTH_STATE_STARTING\x10\x01\x12\x18\n" +
 	"\x14HEALTH_STATE_HEALTHY\x10\x02\x12\x1a\n" +
-	"\x16HEALTH_STATE_UNHEALTHY\x10\x03*\x85\x01\n" +
+	"\x16HEALTH_STATE_UNHEALTHY\x10\x03*i\n" +
+	"\x0eGossipKeyStage\x12\x19\n" +
+	"\x15GOSSIP_KEY_STAGE_NONE\x10\x00\x12\x1e\n" +
+	"\x1aGOSSIP_KEY_STAGE_INSTALLED\x10\x01\x12\x1c\n" +
+	"\x18GOSSIP_KEY_STAGE_PRIMARY\x10\x02*\x85\x01\n" +
 	"\x11ServiceChangeKind\x12\x1c\n" +
 	"\x18SERVICE_CHANGE_UNCHANGED\x10\x00\x12\x1a\n" +
 	"\x16SERVICE_CHANGE_CREATED\x10\x01\x12\x1a\n" +
@@ -8453,8 +8619,8 @@ func file_skiff_proto_rawDescGZIP() []byte {
 	return file_skiff_proto_rawDescData
 }
 
-var file_skiff_proto_enumTypes = make([]protoimpl.EnumInfo, 20)
-var file_skiff_proto_msgTypes = make([]protoimpl.MessageInfo, 104)
+var file_skiff_proto_enumTypes = make([]protoimpl.EnumInfo, 21)
+var file_skiff_proto_msgTypes = make([]protoimpl.MessageInfo, 105)
 var file_skiff_proto_goTypes = []any{
 	(NodeRole)(0),                    // 0: skiff.v1.NodeRole
 	(NodeAvailability)(0),            // 1: skiff.v1.NodeAvailability
@@ -8472,291 +8638,295 @@ var file_skiff_proto_goTypes = []any{
 	(UpdateState)(0),                 // 13: skiff.v1.UpdateState
 	(TaskState)(0),                   // 14: skiff.v1.TaskState
 	(HealthState)(0),                 // 15: skiff.v1.HealthState
-	(ServiceChangeKind)(0),           // 16: skiff.v1.ServiceChangeKind
-	(WatchKind)(0),                   // 17: skiff.v1.WatchKind
-	(WatchAction)(0),                 // 18: skiff.v1.WatchAction
-	(LogStream)(0),                   // 19: skiff.v1.LogStream
-	(*Meta)(nil),                     // 20: skiff.v1.Meta
-	(*Resources)(nil),                // 21: skiff.v1.Resources
-	(*NodeSpec)(nil),                 // 22: skiff.v1.NodeSpec
-	(*NodeDescription)(nil),          // 23: skiff.v1.NodeDescription
-	(*NodeStatus)(nil),               // 24: skiff.v1.NodeStatus
-	(*ManagerStatus)(nil),            // 25: skiff.v1.ManagerStatus
-	(*NetworkAttachment)(nil),        // 26: skiff.v1.NetworkAttachment
-	(*Node)(nil),                     // 27: skiff.v1.Node
-	(*NetworkSpec)(nil),              // 28: skiff.v1.NetworkSpec
-	(*Network)(nil),                  // 29: skiff.v1.Network
-	(*RestartPolicy)(nil),            // 30: skiff.v1.RestartPolicy
-	(*UpdateConfig)(nil),             // 31: skiff.v1.UpdateConfig
-	(*PlacementPreference)(nil),      // 32: skiff.v1.PlacementPreference
-	(*Placement)(nil),                // 33: skiff.v1.Placement
-	(*PortConfig)(nil),               // 34: skiff.v1.PortConfig
-	(*EndpointSpec)(nil),             // 35: skiff.v1.EndpointSpec
-	(*Mount)(nil),                    // 36: skiff.v1.Mount
-	(*HealthConfig)(nil),             // 37: skiff.v1.HealthConfig
-	(*Ulimit)(nil),                   // 38: skiff.v1.Ulimit
-	(*ContainerSpec)(nil),            // 39: skiff.v1.ContainerSpec
-	(*ServiceNetwork)(nil),           // 40: skiff.v1.ServiceNetwork
-	(*Link)(nil),                     // 41: skiff.v1.Link
-	(*Dependency)(nil),               // 42: skiff.v1.Dependency
-	(*ServiceSpec)(nil),              // 43: skiff.v1.ServiceSpec
-	(*UpdateStatus)(nil),             // 44: skiff.v1.UpdateStatus
-	(*VersionedSpec)(nil),            // 45: skiff.v1.VersionedSpec
-	(*ServiceStatus)(nil),            // 46: skiff.v1.ServiceStatus
-	(*Service)(nil),                  // 47: skiff.v1.Service
-	(*Stack)(nil),                    // 48: skiff.v1.Stack
-	(*StackSpec)(nil),                // 49: skiff.v1.StackSpec
-	(*TaskStatus)(nil),               // 50: skiff.v1.TaskStatus
-	(*PortBinding)(nil),              // 51: skiff.v1.PortBinding
-	(*Task)(nil),                     // 52: skiff.v1.Task
-	(*Cluster)(nil),                  // 53: skiff.v1.Cluster
-	(*StoreAction)(nil),              // 54: skiff.v1.StoreAction
-	(*TaskStatusUpdate)(nil),         // 55: skiff.v1.TaskStatusUpdate
-	(*TaskDesiredUpdate)(nil),        // 56: skiff.v1.TaskDesiredUpdate
-	(*NodeStatusUpdate)(nil),         // 57: skiff.v1.NodeStatusUpdate
-	(*NodeAttachmentUpdate)(nil),     // 58: skiff.v1.NodeAttachmentUpdate
-	(*TaskPlacement)(nil),            // 59: skiff.v1.TaskPlacement
-	(*Command)(nil),                  // 60: skiff.v1.Command
-	(*ServiceChange)(nil),            // 61: skiff.v1.ServiceChange
-	(*DeployStackRequest)(nil),       // 62: skiff.v1.DeployStackRequest
-	(*DeployStackResponse)(nil),      // 63: skiff.v1.DeployStackResponse
-	(*RemoveStackRequest)(nil),       // 64: skiff.v1.RemoveStackRequest
-	(*RemoveStackResponse)(nil),      // 65: skiff.v1.RemoveStackResponse
-	(*ListStacksRequest)(nil),        // 66: skiff.v1.ListStacksRequest
-	(*StackSummary)(nil),             // 67: skiff.v1.StackSummary
-	(*ListStacksResponse)(nil),       // 68: skiff.v1.ListStacksResponse
-	(*ListServicesRequest)(nil),      // 69: skiff.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),     // 70: skiff.v1.ListServicesResponse
-	(*GetServiceRequest)(nil),        // 71: skiff.v1.GetServiceRequest
-	(*UpdateServiceRequest)(nil),     // 72: skiff.v1.UpdateServiceRequest
-	(*UpdateServiceResponse)(nil),    // 73: skiff.v1.UpdateServiceResponse
-	(*ListTasksRequest)(nil),         // 74: skiff.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),        // 75: skiff.v1.ListTasksResponse
-	(*ListNodesRequest)(nil),         // 76: skiff.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),        // 77: skiff.v1.ListNodesResponse
-	(*GetNodeRequest)(nil),           // 78: skiff.v1.GetNodeRequest
-	(*UpdateNodeRequest)(nil),        // 79: skiff.v1.UpdateNodeRequest
-	(*RemoveNodeRequest)(nil),        // 80: skiff.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),       // 81: skiff.v1.RemoveNodeResponse
-	(*JoinManagerRequest)(nil),       // 82: skiff.v1.JoinManagerRequest
-	(*JoinManagerResponse)(nil),      // 83: skiff.v1.JoinManagerResponse
-	(*JoinTokensRequest)(nil),        // 84: skiff.v1.JoinTokensRequest
-	(*JoinTokensResponse)(nil),       // 85: skiff.v1.JoinTokensResponse
-	(*UpdateClusterRequest)(nil),     // 86: skiff.v1.UpdateClusterRequest
-	(*ClusterInfoRequest)(nil),       // 87: skiff.v1.ClusterInfoRequest
-	(*ManagerInfo)(nil),              // 88: skiff.v1.ManagerInfo
-	(*ClusterInfoResponse)(nil),      // 89: skiff.v1.ClusterInfoResponse
-	(*WatchRequest)(nil),             // 90: skiff.v1.WatchRequest
-	(*WatchEvent)(nil),               // 91: skiff.v1.WatchEvent
-	(*ServiceLogsRequest)(nil),       // 92: skiff.v1.ServiceLogsRequest
-	(*LogMessage)(nil),               // 93: skiff.v1.LogMessage
-	(*AgentMessage)(nil),             // 94: skiff.v1.AgentMessage
-	(*Register)(nil),                 // 95: skiff.v1.Register
-	(*Heartbeat)(nil),                // 96: skiff.v1.Heartbeat
-	(*TaskStatusBatch)(nil),          // 97: skiff.v1.TaskStatusBatch
-	(*ManagerMessage)(nil),           // 98: skiff.v1.ManagerMessage
-	(*DownNodes)(nil),                // 99: skiff.v1.DownNodes
-	(*SessionAccepted)(nil),          // 100: skiff.v1.SessionAccepted
-	(*HeartbeatAck)(nil),             // 101: skiff.v1.HeartbeatAck
-	(*Redirect)(nil),                 // 102: skiff.v1.Redirect
-	(*Assignment)(nil),               // 103: skiff.v1.Assignment
-	(*Assignments)(nil),              // 104: skiff.v1.Assignments
-	(*LogSubscription)(nil),          // 105: skiff.v1.LogSubscription
-	(*PublishLogsMessage)(nil),       // 106: skiff.v1.PublishLogsMessage
-	(*PublishLogsResponse)(nil),      // 107: skiff.v1.PublishLogsResponse
-	(*IssueCertificateRequest)(nil),  // 108: skiff.v1.IssueCertificateRequest
-	(*IssueCertificateResponse)(nil), // 109: skiff.v1.IssueCertificateResponse
-	(*RenewCertificateRequest)(nil),  // 110: skiff.v1.RenewCertificateRequest
-	(*HelloRequest)(nil),             // 111: skiff.v1.HelloRequest
-	(*HelloResponse)(nil),            // 112: skiff.v1.HelloResponse
-	nil,                              // 113: skiff.v1.NodeSpec.LabelsEntry
-	nil,                              // 114: skiff.v1.NodeDescription.EngineLabelsEntry
-	nil,                              // 115: skiff.v1.NetworkSpec.LabelsEntry
-	nil,                              // 116: skiff.v1.Mount.VolumeLabelsEntry
-	nil,                              // 117: skiff.v1.Mount.VolumeDriverOptsEntry
-	nil,                              // 118: skiff.v1.ContainerSpec.LabelsEntry
-	nil,                              // 119: skiff.v1.ContainerSpec.SysctlsEntry
-	nil,                              // 120: skiff.v1.ServiceSpec.LabelsEntry
-	nil,                              // 121: skiff.v1.Stack.LabelsEntry
-	nil,                              // 122: skiff.v1.StackSpec.LabelsEntry
-	nil,                              // 123: skiff.v1.UpdateNodeRequest.LabelAddEntry
+	(GossipKeyStage)(0),              // 16: skiff.v1.GossipKeyStage
+	(ServiceChangeKind)(0),           // 17: skiff.v1.ServiceChangeKind
+	(WatchKind)(0),                   // 18: skiff.v1.WatchKind
+	(WatchAction)(0),                 // 19: skiff.v1.WatchAction
+	(LogStream)(0),                   // 20: skiff.v1.LogStream
+	(*Meta)(nil),                     // 21: skiff.v1.Meta
+	(*Resources)(nil),                // 22: skiff.v1.Resources
+	(*NodeSpec)(nil),                 // 23: skiff.v1.NodeSpec
+	(*NodeDescription)(nil),          // 24: skiff.v1.NodeDescription
+	(*NodeStatus)(nil),               // 25: skiff.v1.NodeStatus
+	(*ManagerStatus)(nil),            // 26: skiff.v1.ManagerStatus
+	(*NetworkAttachment)(nil),        // 27: skiff.v1.NetworkAttachment
+	(*Node)(nil),                     // 28: skiff.v1.Node
+	(*NetworkSpec)(nil),              // 29: skiff.v1.NetworkSpec
+	(*Network)(nil),                  // 30: skiff.v1.Network
+	(*RestartPolicy)(nil),            // 31: skiff.v1.RestartPolicy
+	(*UpdateConfig)(nil),             // 32: skiff.v1.UpdateConfig
+	(*PlacementPreference)(nil),      // 33: skiff.v1.PlacementPreference
+	(*Placement)(nil),                // 34: skiff.v1.Placement
+	(*PortConfig)(nil),               // 35: skiff.v1.PortConfig
+	(*EndpointSpec)(nil),             // 36: skiff.v1.EndpointSpec
+	(*Mount)(nil),                    // 37: skiff.v1.Mount
+	(*HealthConfig)(nil),             // 38: skiff.v1.HealthConfig
+	(*Ulimit)(nil),                   // 39: skiff.v1.Ulimit
+	(*ContainerSpec)(nil),            // 40: skiff.v1.ContainerSpec
+	(*ServiceNetwork)(nil),           // 41: skiff.v1.ServiceNetwork
+	(*Link)(nil),                     // 42: skiff.v1.Link
+	(*Dependency)(nil),               // 43: skiff.v1.Dependency
+	(*ServiceSpec)(nil),              // 44: skiff.v1.ServiceSpec
+	(*UpdateStatus)(nil),             // 45: skiff.v1.UpdateStatus
+	(*VersionedSpec)(nil),            // 46: skiff.v1.VersionedSpec
+	(*ServiceStatus)(nil),            // 47: skiff.v1.ServiceStatus
+	(*Service)(nil),                  // 48: skiff.v1.Service
+	(*Stack)(nil),                    // 49: skiff.v1.Stack
+	(*StackSpec)(nil),                // 50: skiff.v1.StackSpec
+	(*TaskStatus)(nil),               // 51: skiff.v1.TaskStatus
+	(*PortBinding)(nil),              // 52: skiff.v1.PortBinding
+	(*Task)(nil),                     // 53: skiff.v1.Task
+	(*Cluster)(nil),                  // 54: skiff.v1.Cluster
+	(*StoreAction)(nil),              // 55: skiff.v1.StoreAction
+	(*TaskStatusUpdate)(nil),         // 56: skiff.v1.TaskStatusUpdate
+	(*TaskDesiredUpdate)(nil),        // 57: skiff.v1.TaskDesiredUpdate
+	(*NodeStatusUpdate)(nil),         // 58: skiff.v1.NodeStatusUpdate
+	(*NodeAttachmentUpdate)(nil),     // 59: skiff.v1.NodeAttachmentUpdate
+	(*TaskPlacement)(nil),            // 60: skiff.v1.TaskPlacement
+	(*Command)(nil),                  // 61: skiff.v1.Command
+	(*ServiceChange)(nil),            // 62: skiff.v1.ServiceChange
+	(*DeployStackRequest)(nil),       // 63: skiff.v1.DeployStackRequest
+	(*DeployStackResponse)(nil),      // 64: skiff.v1.DeployStackResponse
+	(*RemoveStackRequest)(nil),       // 65: skiff.v1.RemoveStackRequest
+	(*RemoveStackResponse)(nil),      // 66: skiff.v1.RemoveStackResponse
+	(*ListStacksRequest)(nil),        // 67: skiff.v1.ListStacksRequest
+	(*StackSummary)(nil),             // 68: skiff.v1.StackSummary
+	(*ListStacksResponse)(nil),       // 69: skiff.v1.ListStacksResponse
+	(*ListServicesRequest)(nil),      // 70: skiff.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),     // 71: skiff.v1.ListServicesResponse
+	(*GetServiceRequest)(nil),        // 72: skiff.v1.GetServiceRequest
+	(*UpdateServiceRequest)(nil),     // 73: skiff.v1.UpdateServiceRequest
+	(*UpdateServiceResponse)(nil),    // 74: skiff.v1.UpdateServiceResponse
+	(*ListTasksRequest)(nil),         // 75: skiff.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),        // 76: skiff.v1.ListTasksResponse
+	(*ListNodesRequest)(nil),         // 77: skiff.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),        // 78: skiff.v1.ListNodesResponse
+	(*GetNodeRequest)(nil),           // 79: skiff.v1.GetNodeRequest
+	(*UpdateNodeRequest)(nil),        // 80: skiff.v1.UpdateNodeRequest
+	(*RemoveNodeRequest)(nil),        // 81: skiff.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),       // 82: skiff.v1.RemoveNodeResponse
+	(*JoinManagerRequest)(nil),       // 83: skiff.v1.JoinManagerRequest
+	(*JoinManagerResponse)(nil),      // 84: skiff.v1.JoinManagerResponse
+	(*JoinTokensRequest)(nil),        // 85: skiff.v1.JoinTokensRequest
+	(*JoinTokensResponse)(nil),       // 86: skiff.v1.JoinTokensResponse
+	(*UpdateClusterRequest)(nil),     // 87: skiff.v1.UpdateClusterRequest
+	(*ClusterInfoRequest)(nil),       // 88: skiff.v1.ClusterInfoRequest
+	(*ManagerInfo)(nil),              // 89: skiff.v1.ManagerInfo
+	(*ClusterInfoResponse)(nil),      // 90: skiff.v1.ClusterInfoResponse
+	(*WatchRequest)(nil),             // 91: skiff.v1.WatchRequest
+	(*WatchEvent)(nil),               // 92: skiff.v1.WatchEvent
+	(*ServiceLogsRequest)(nil),       // 93: skiff.v1.ServiceLogsRequest
+	(*LogMessage)(nil),               // 94: skiff.v1.LogMessage
+	(*AgentMessage)(nil),             // 95: skiff.v1.AgentMessage
+	(*Register)(nil),                 // 96: skiff.v1.Register
+	(*Heartbeat)(nil),                // 97: skiff.v1.Heartbeat
+	(*TaskStatusBatch)(nil),          // 98: skiff.v1.TaskStatusBatch
+	(*ManagerMessage)(nil),           // 99: skiff.v1.ManagerMessage
+	(*GossipKeys)(nil),               // 100: skiff.v1.GossipKeys
+	(*DownNodes)(nil),                // 101: skiff.v1.DownNodes
+	(*SessionAccepted)(nil),          // 102: skiff.v1.SessionAccepted
+	(*HeartbeatAck)(nil),             // 103: skiff.v1.HeartbeatAck
+	(*Redirect)(nil),                 // 104: skiff.v1.Redirect
+	(*Assignment)(nil),               // 105: skiff.v1.Assignment
+	(*Assignments)(nil),              // 106: skiff.v1.Assignments
+	(*LogSubscription)(nil),          // 107: skiff.v1.LogSubscription
+	(*PublishLogsMessage)(nil),       // 108: skiff.v1.PublishLogsMessage
+	(*PublishLogsResponse)(nil),      // 109: skiff.v1.PublishLogsResponse
+	(*IssueCertificateRequest)(nil),  // 110: skiff.v1.IssueCertificateRequest
+	(*IssueCertificateResponse)(nil), // 111: skiff.v1.IssueCertificateResponse
+	(*RenewCertificateRequest)(nil),  // 112: skiff.v1.RenewCertificateRequest
+	(*HelloRequest)(nil),             // 113: skiff.v1.HelloRequest
+	(*HelloResponse)(nil),            // 114: skiff.v1.HelloResponse
+	nil,                              // 115: skiff.v1.NodeSpec.LabelsEntry
+	nil,                              // 116: skiff.v1.NodeDescription.EngineLabelsEntry
+	nil,                              // 117: skiff.v1.NetworkSpec.LabelsEntry
+	nil,                              // 118: skiff.v1.Mount.VolumeLabelsEntry
+	nil,                              // 119: skiff.v1.Mount.VolumeDriverOptsEntry
+	nil,                              // 120: skiff.v1.ContainerSpec.LabelsEntry
+	nil,                              // 121: skiff.v1.ContainerSpec.SysctlsEntry
+	nil,                              // 122: skiff.v1.ServiceSpec.LabelsEntry
+	nil,                              // 123: skiff.v1.Stack.LabelsEntry
+	nil,                              // 124: skiff.v1.StackSpec.LabelsEntry
+	nil,                              // 125: skiff.v1.UpdateNodeRequest.LabelAddEntry
 }
 var file_skiff_proto_depIdxs = []int32{
 	1,   // 0: skiff.v1.NodeSpec.availability:type_name -> skiff.v1.NodeAvailability
-	113, // 1: skiff.v1.NodeSpec.labels:type_name -> skiff.v1.NodeSpec.LabelsEntry
-	21,  // 2: skiff.v1.NodeDescription.resources:type_name -> skiff.v1.Resources
-	114, // 3: skiff.v1.NodeDescription.engine_labels:type_name -> skiff.v1.NodeDescription.EngineLabelsEntry
+	115, // 1: skiff.v1.NodeSpec.labels:type_name -> skiff.v1.NodeSpec.LabelsEntry
+	22,  // 2: skiff.v1.NodeDescription.resources:type_name -> skiff.v1.Resources
+	116, // 3: skiff.v1.NodeDescription.engine_labels:type_name -> skiff.v1.NodeDescription.EngineLabelsEntry
 	2,   // 4: skiff.v1.NodeStatus.state:type_name -> skiff.v1.NodeState
 	3,   // 5: skiff.v1.ManagerStatus.reachability:type_name -> skiff.v1.Reachability
-	20,  // 6: skiff.v1.Node.meta:type_name -> skiff.v1.Meta
-	22,  // 7: skiff.v1.Node.spec:type_name -> skiff.v1.NodeSpec
+	21,  // 6: skiff.v1.Node.meta:type_name -> skiff.v1.Meta
+	23,  // 7: skiff.v1.Node.spec:type_name -> skiff.v1.NodeSpec
 	0,   // 8: skiff.v1.Node.role:type_name -> skiff.v1.NodeRole
-	23,  // 9: skiff.v1.Node.description:type_name -> skiff.v1.NodeDescription
-	24,  // 10: skiff.v1.Node.status:type_name -> skiff.v1.NodeStatus
-	25,  // 11: skiff.v1.Node.manager_status:type_name -> skiff.v1.ManagerStatus
-	26,  // 12: skiff.v1.Node.attachments:type_name -> skiff.v1.NetworkAttachment
+	24,  // 9: skiff.v1.Node.description:type_name -> skiff.v1.NodeDescription
+	25,  // 10: skiff.v1.Node.status:type_name -> skiff.v1.NodeStatus
+	26,  // 11: skiff.v1.Node.manager_status:type_name -> skiff.v1.ManagerStatus
+	27,  // 12: skiff.v1.Node.attachments:type_name -> skiff.v1.NetworkAttachment
 	0,   // 13: skiff.v1.Node.certified:type_name -> skiff.v1.NodeRole
-	115, // 14: skiff.v1.NetworkSpec.labels:type_name -> skiff.v1.NetworkSpec.LabelsEntry
-	20,  // 15: skiff.v1.Network.meta:type_name -> skiff.v1.Meta
-	28,  // 16: skiff.v1.Network.spec:type_name -> skiff.v1.NetworkSpec
+	117, // 14: skiff.v1.NetworkSpec.labels:type_name -> skiff.v1.NetworkSpec.LabelsEntry
+	21,  // 15: skiff.v1.Network.meta:type_name -> skiff.v1.Meta
+	29,  // 16: skiff.v1.Network.spec:type_name -> skiff.v1.NetworkSpec
 	5,   // 17: skiff.v1.RestartPolicy.condition:type_name -> skiff.v1.RestartCondition
 	7,   // 18: skiff.v1.UpdateConfig.failure_action:type_name -> skiff.v1.FailureAction
 	6,   // 19: skiff.v1.UpdateConfig.order:type_name -> skiff.v1.UpdateOrder
-	32,  // 20: skiff.v1.Placement.preferences:type_name -> skiff.v1.PlacementPreference
+	33,  // 20: skiff.v1.Placement.preferences:type_name -> skiff.v1.PlacementPreference
 	8,   // 21: skiff.v1.PortConfig.protocol:type_name -> skiff.v1.Protocol
 	9,   // 22: skiff.v1.PortConfig.publish_mode:type_name -> skiff.v1.PublishMode
 	10,  // 23: skiff.v1.EndpointSpec.mode:type_name -> skiff.v1.EndpointMode
-	34,  // 24: skiff.v1.EndpointSpec.ports:type_name -> skiff.v1.PortConfig
+	35,  // 24: skiff.v1.EndpointSpec.ports:type_name -> skiff.v1.PortConfig
 	11,  // 25: skiff.v1.Mount.type:type_name -> skiff.v1.MountType
-	116, // 26: skiff.v1.Mount.volume_labels:type_name -> skiff.v1.Mount.VolumeLabelsEntry
-	117, // 27: skiff.v1.Mount.volume_driver_opts:type_name -> skiff.v1.Mount.VolumeDriverOptsEntry
-	118, // 28: skiff.v1.ContainerSpec.labels:type_name -> skiff.v1.ContainerSpec.LabelsEntry
-	36,  // 29: skiff.v1.ContainerSpec.mounts:type_name -> skiff.v1.Mount
-	37,  // 30: skiff.v1.ContainerSpec.healthcheck:type_name -> skiff.v1.HealthConfig
-	119, // 31: skiff.v1.ContainerSpec.sysctls:type_name -> skiff.v1.ContainerSpec.SysctlsEntry
-	38,  // 32: skiff.v1.ContainerSpec.ulimits:type_name -> skiff.v1.Ulimit
+	118, // 26: skiff.v1.Mount.volume_labels:type_name -> skiff.v1.Mount.VolumeLabelsEntry
+	119, // 27: skiff.v1.Mount.volume_driver_opts:type_name -> skiff.v1.Mount.VolumeDriverOptsEntry
+	120, // 28: skiff.v1.ContainerSpec.labels:type_name -> skiff.v1.ContainerSpec.LabelsEntry
+	37,  // 29: skiff.v1.ContainerSpec.mounts:type_name -> skiff.v1.Mount
+	38,  // 30: skiff.v1.ContainerSpec.healthcheck:type_name -> skiff.v1.HealthConfig
+	121, // 31: skiff.v1.ContainerSpec.sysctls:type_name -> skiff.v1.ContainerSpec.SysctlsEntry
+	39,  // 32: skiff.v1.ContainerSpec.ulimits:type_name -> skiff.v1.Ulimit
 	12,  // 33: skiff.v1.Dependency.condition:type_name -> skiff.v1.DependencyCondition
-	120, // 34: skiff.v1.ServiceSpec.labels:type_name -> skiff.v1.ServiceSpec.LabelsEntry
-	39,  // 35: skiff.v1.ServiceSpec.container:type_name -> skiff.v1.ContainerSpec
+	122, // 34: skiff.v1.ServiceSpec.labels:type_name -> skiff.v1.ServiceSpec.LabelsEntry
+	40,  // 35: skiff.v1.ServiceSpec.container:type_name -> skiff.v1.ContainerSpec
 	4,   // 36: skiff.v1.ServiceSpec.mode:type_name -> skiff.v1.ServiceMode
-	30,  // 37: skiff.v1.ServiceSpec.restart_policy:type_name -> skiff.v1.RestartPolicy
-	31,  // 38: skiff.v1.ServiceSpec.update_config:type_name -> skiff.v1.UpdateConfig
-	31,  // 39: skiff.v1.ServiceSpec.rollback_config:type_name -> skiff.v1.UpdateConfig
-	33,  // 40: skiff.v1.ServiceSpec.placement:type_name -> skiff.v1.Placement
-	21,  // 41: skiff.v1.ServiceSpec.reservations:type_name -> skiff.v1.Resources
-	21,  // 42: skiff.v1.ServiceSpec.limits:type_name -> skiff.v1.Resources
-	35,  // 43: skiff.v1.ServiceSpec.endpoint:type_name -> skiff.v1.EndpointSpec
-	40,  // 44: skiff.v1.ServiceSpec.networks:type_name -> skiff.v1.ServiceNetwork
-	41,  // 45: skiff.v1.ServiceSpec.links:type_name -> skiff.v1.Link
-	42,  // 46: skiff.v1.ServiceSpec.depends_on:type_name -> skiff.v1.Dependency
+	31,  // 37: skiff.v1.ServiceSpec.restart_policy:type_name -> skiff.v1.RestartPolicy
+	32,  // 38: skiff.v1.ServiceSpec.update_config:type_name -> skiff.v1.UpdateConfig
+	32,  // 39: skiff.v1.ServiceSpec.rollback_config:type_name -> skiff.v1.UpdateConfig
+	34,  // 40: skiff.v1.ServiceSpec.placement:type_name -> skiff.v1.Placement
+	22,  // 41: skiff.v1.ServiceSpec.reservations:type_name -> skiff.v1.Resources
+	22,  // 42: skiff.v1.ServiceSpec.limits:type_name -> skiff.v1.Resources
+	36,  // 43: skiff.v1.ServiceSpec.endpoint:type_name -> skiff.v1.EndpointSpec
+	41,  // 44: skiff.v1.ServiceSpec.networks:type_name -> skiff.v1.ServiceNetwork
+	42,  // 45: skiff.v1.ServiceSpec.links:type_name -> skiff.v1.Link
+	43,  // 46: skiff.v1.ServiceSpec.depends_on:type_name -> skiff.v1.Dependency
 	13,  // 47: skiff.v1.UpdateStatus.state:type_name -> skiff.v1.UpdateState
-	43,  // 48: skiff.v1.VersionedSpec.spec:type_name -> skiff.v1.ServiceSpec
-	20,  // 49: skiff.v1.Service.meta:type_name -> skiff.v1.Meta
-	43,  // 50: skiff.v1.Service.spec:type_name -> skiff.v1.ServiceSpec
-	45,  // 51: skiff.v1.Service.previous_specs:type_name -> skiff.v1.VersionedSpec
-	44,  // 52: skiff.v1.Service.update_status:type_name -> skiff.v1.UpdateStatus
-	26,  // 53: skiff.v1.Service.vips:type_name -> skiff.v1.NetworkAttachment
-	46,  // 54: skiff.v1.Service.status:type_name -> skiff.v1.ServiceStatus
-	20,  // 55: skiff.v1.Stack.meta:type_name -> skiff.v1.Meta
-	121, // 56: skiff.v1.Stack.labels:type_name -> skiff.v1.Stack.LabelsEntry
-	122, // 57: skiff.v1.StackSpec.labels:type_name -> skiff.v1.StackSpec.LabelsEntry
-	43,  // 58: skiff.v1.StackSpec.services:type_name -> skiff.v1.ServiceSpec
-	28,  // 59: skiff.v1.StackSpec.networks:type_name -> skiff.v1.NetworkSpec
+	44,  // 48: skiff.v1.VersionedSpec.spec:type_name -> skiff.v1.ServiceSpec
+	21,  // 49: skiff.v1.Service.meta:type_name -> skiff.v1.Meta
+	44,  // 50: skiff.v1.Service.spec:type_name -> skiff.v1.ServiceSpec
+	46,  // 51: skiff.v1.Service.previous_specs:type_name -> skiff.v1.VersionedSpec
+	45,  // 52: skiff.v1.Service.update_status:type_name -> skiff.v1.UpdateStatus
+	27,  // 53: skiff.v1.Service.vips:type_name -> skiff.v1.NetworkAttachment
+	47,  // 54: skiff.v1.Service.status:type_name -> skiff.v1.ServiceStatus
+	21,  // 55: skiff.v1.Stack.meta:type_name -> skiff.v1.Meta
+	123, // 56: skiff.v1.Stack.labels:type_name -> skiff.v1.Stack.LabelsEntry
+	124, // 57: skiff.v1.StackSpec.labels:type_name -> skiff.v1.StackSpec.LabelsEntry
+	44,  // 58: skiff.v1.StackSpec.services:type_name -> skiff.v1.ServiceSpec
+	29,  // 59: skiff.v1.StackSpec.networks:type_name -> skiff.v1.NetworkSpec
 	14,  // 60: skiff.v1.TaskStatus.state:type_name -> skiff.v1.TaskState
 	15,  // 61: skiff.v1.TaskStatus.health:type_name -> skiff.v1.HealthState
 	8,   // 62: skiff.v1.PortBinding.protocol:type_name -> skiff.v1.Protocol
-	20,  // 63: skiff.v1.Task.meta:type_name -> skiff.v1.Meta
+	21,  // 63: skiff.v1.Task.meta:type_name -> skiff.v1.Meta
 	14,  // 64: skiff.v1.Task.desired_state:type_name -> skiff.v1.TaskState
-	50,  // 65: skiff.v1.Task.status:type_name -> skiff.v1.TaskStatus
-	26,  // 66: skiff.v1.Task.networks:type_name -> skiff.v1.NetworkAttachment
-	51,  // 67: skiff.v1.Task.ports:type_name -> skiff.v1.PortBinding
-	20,  // 68: skiff.v1.Cluster.meta:type_name -> skiff.v1.Meta
-	53,  // 69: skiff.v1.StoreAction.put_cluster:type_name -> skiff.v1.Cluster
-	27,  // 70: skiff.v1.StoreAction.put_node:type_name -> skiff.v1.Node
-	29,  // 71: skiff.v1.StoreAction.put_network:type_name -> skiff.v1.Network
-	48,  // 72: skiff.v1.StoreAction.put_stack:type_name -> skiff.v1.Stack
-	47,  // 73: skiff.v1.StoreAction.put_service:type_name -> skiff.v1.Service
-	52,  // 74: skiff.v1.StoreAction.put_task:type_name -> skiff.v1.Task
-	55,  // 75: skiff.v1.StoreAction.task_status:type_name -> skiff.v1.TaskStatusUpdate
-	56,  // 76: skiff.v1.StoreAction.task_desired:type_name -> skiff.v1.TaskDesiredUpdate
-	57,  // 77: skiff.v1.StoreAction.node_status:type_name -> skiff.v1.NodeStatusUpdate
-	59,  // 78: skiff.v1.StoreAction.task_placement:type_name -> skiff.v1.TaskPlacement
-	58,  // 79: skiff.v1.StoreAction.node_attachment:type_name -> skiff.v1.NodeAttachmentUpdate
-	50,  // 80: skiff.v1.TaskStatusUpdate.status:type_name -> skiff.v1.TaskStatus
-	14,  // 81: skiff.v1.TaskDesiredUpdate.desired_state:type_name -> skiff.v1.TaskState
-	24,  // 82: skiff.v1.NodeStatusUpdate.status:type_name -> skiff.v1.NodeStatus
-	26,  // 83: skiff.v1.NodeAttachmentUpdate.attachment:type_name -> skiff.v1.NetworkAttachment
-	50,  // 84: skiff.v1.TaskPlacement.status:type_name -> skiff.v1.TaskStatus
-	51,  // 85: skiff.v1.TaskPlacement.ports:type_name -> skiff.v1.PortBinding
-	54,  // 86: skiff.v1.Command.actions:type_name -> skiff.v1.StoreAction
-	16,  // 87: skiff.v1.ServiceChange.kind:type_name -> skiff.v1.ServiceChangeKind
-	49,  // 88: skiff.v1.DeployStackRequest.spec:type_name -> skiff.v1.StackSpec
-	48,  // 89: skiff.v1.DeployStackResponse.stack:type_name -> skiff.v1.Stack
-	61,  // 90: skiff.v1.DeployStackResponse.changes:type_name -> skiff.v1.ServiceChange
-	48,  // 91: skiff.v1.StackSummary.stack:type_name -> skiff.v1.Stack
-	67,  // 92: skiff.v1.ListStacksResponse.stacks:type_name -> skiff.v1.StackSummary
-	47,  // 93: skiff.v1.ListServicesResponse.services:type_name -> skiff.v1.Service
-	47,  // 94: skiff.v1.UpdateServiceResponse.service:type_name -> skiff.v1.Service
-	52,  // 95: skiff.v1.ListTasksResponse.tasks:type_name -> skiff.v1.Task
-	27,  // 96: skiff.v1.ListNodesResponse.nodes:type_name -> skiff.v1.Node
-	1,   // 97: skiff.v1.UpdateNodeRequest.availability:type_name -> skiff.v1.NodeAvailability
-	123, // 98: skiff.v1.UpdateNodeRequest.label_add:type_name -> skiff.v1.UpdateNodeRequest.LabelAddEntry
-	3,   // 99: skiff.v1.ManagerInfo.reachability:type_name -> skiff.v1.Reachability
-	88,  // 100: skiff.v1.ClusterInfoResponse.managers:type_name -> skiff.v1.ManagerInfo
-	17,  // 101: skiff.v1.WatchRequest.kinds:type_name -> skiff.v1.WatchKind
-	18,  // 102: skiff.v1.WatchEvent.action:type_name -> skiff.v1.WatchAction
-	52,  // 103: skiff.v1.WatchEvent.task:type_name -> skiff.v1.Task
-	47,  // 104: skiff.v1.WatchEvent.service:type_name -> skiff.v1.Service
-	27,  // 105: skiff.v1.WatchEvent.node:type_name -> skiff.v1.Node
-	19,  // 106: skiff.v1.LogMessage.stream:type_name -> skiff.v1.LogStream
-	95,  // 107: skiff.v1.AgentMessage.register:type_name -> skiff.v1.Register
-	96,  // 108: skiff.v1.AgentMessage.heartbeat:type_name -> skiff.v1.Heartbeat
-	97,  // 109: skiff.v1.AgentMessage.statuses:type_name -> skiff.v1.TaskStatusBatch
-	23,  // 110: skiff.v1.Register.description:type_name -> skiff.v1.NodeDescription
-	55,  // 111: skiff.v1.TaskStatusBatch.updates:type_name -> skiff.v1.TaskStatusUpdate
-	100, // 112: skiff.v1.ManagerMessage.accepted:type_name -> skiff.v1.SessionAccepted
-	104, // 113: skiff.v1.ManagerMessage.assignments:type_name -> skiff.v1.Assignments
-	102, // 114: skiff.v1.ManagerMessage.redirect:type_name -> skiff.v1.Redirect
-	105, // 115: skiff.v1.ManagerMessage.log_subscription:type_name -> skiff.v1.LogSubscription
-	101, // 116: skiff.v1.ManagerMessage.heartbeat_ack:type_name -> skiff.v1.HeartbeatAck
-	99,  // 117: skiff.v1.ManagerMessage.down_nodes:type_name -> skiff.v1.DownNodes
-	52,  // 118: skiff.v1.Assignment.task:type_name -> skiff.v1.Task
-	43,  // 119: skiff.v1.Assignment.spec:type_name -> skiff.v1.ServiceSpec
-	29,  // 120: skiff.v1.Assignment.networks:type_name -> skiff.v1.Network
-	103, // 121: skiff.v1.Assignments.updated:type_name -> skiff.v1.Assignment
-	26,  // 122: skiff.v1.Assignments.node_attachments:type_name -> skiff.v1.NetworkAttachment
-	29,  // 123: skiff.v1.Assignments.node_networks:type_name -> skiff.v1.Network
-	93,  // 124: skiff.v1.PublishLogsMessage.messages:type_name -> skiff.v1.LogMessage
-	0,   // 125: skiff.v1.IssueCertificateRequest.role:type_name -> skiff.v1.NodeRole
-	62,  // 126: skiff.v1.Control.DeployStack:input_type -> skiff.v1.DeployStackRequest
-	64,  // 127: skiff.v1.Control.RemoveStack:input_type -> skiff.v1.RemoveStackRequest
-	66,  // 128: skiff.v1.Control.ListStacks:input_type -> skiff.v1.ListStacksRequest
-	69,  // 129: skiff.v1.Control.ListServices:input_type -> skiff.v1.ListServicesRequest
-	71,  // 130: skiff.v1.Control.GetService:input_type -> skiff.v1.GetServiceRequest
-	72,  // 131: skiff.v1.Control.UpdateService:input_type -> skiff.v1.UpdateServiceRequest
-	74,  // 132: skiff.v1.Control.ListTasks:input_type -> skiff.v1.ListTasksRequest
-	76,  // 133: skiff.v1.Control.ListNodes:input_type -> skiff.v1.ListNodesRequest
-	78,  // 134: skiff.v1.Control.GetNode:input_type -> skiff.v1.GetNodeRequest
-	79,  // 135: skiff.v1.Control.UpdateNode:input_type -> skiff.v1.UpdateNodeRequest
-	80,  // 136: skiff.v1.Control.RemoveNode:input_type -> skiff.v1.RemoveNodeRequest
-	87,  // 137: skiff.v1.Control.ClusterInfo:input_type -> skiff.v1.ClusterInfoRequest
-	82,  // 138: skiff.v1.Control.JoinManager:input_type -> skiff.v1.JoinManagerRequest
-	84,  // 139: skiff.v1.Control.JoinTokens:input_type -> skiff.v1.JoinTokensRequest
-	86,  // 140: skiff.v1.Control.UpdateCluster:input_type -> skiff.v1.UpdateClusterRequest
-	90,  // 141: skiff.v1.Control.Watch:input_type -> skiff.v1.WatchRequest
-	92,  // 142: skiff.v1.Control.ServiceLogs:input_type -> skiff.v1.ServiceLogsRequest
-	94,  // 143: skiff.v1.Dispatcher.Session:input_type -> skiff.v1.AgentMessage
-	106, // 144: skiff.v1.Dispatcher.PublishLogs:input_type -> skiff.v1.PublishLogsMessage
-	108, // 145: skiff.v1.NodeCA.IssueCertificate:input_type -> skiff.v1.IssueCertificateRequest
-	110, // 146: skiff.v1.NodeCA.RenewCertificate:input_type -> skiff.v1.RenewCertificateRequest
-	111, // 147: skiff.v1.Join.Hello:input_type -> skiff.v1.HelloRequest
-	63,  // 148: skiff.v1.Control.DeployStack:output_type -> skiff.v1.DeployStackResponse
-	65,  // 149: skiff.v1.Control.RemoveStack:output_type -> skiff.v1.RemoveStackResponse
-	68,  // 150: skiff.v1.Control.ListStacks:output_type -> skiff.v1.ListStacksResponse
-	70,  // 151: skiff.v1.Control.ListServices:output_type -> skiff.v1.ListServicesResponse
-	47,  // 152: skiff.v1.Control.GetService:output_type -> skiff.v1.Service
-	73,  // 153: skiff.v1.Control.UpdateService:output_type -> skiff.v1.UpdateServiceResponse
-	75,  // 154: skiff.v1.Control.ListTasks:output_type -> skiff.v1.ListTasksResponse
-	77,  // 155: skiff.v1.Control.ListNodes:output_type -> skiff.v1.ListNodesResponse
-	27,  // 156: skiff.v1.Control.GetNode:output_type -> skiff.v1.Node
-	27,  // 157: skiff.v1.Control.UpdateNode:output_type -> skiff.v1.Node
-	81,  // 158: skiff.v1.Control.RemoveNode:output_type -> skiff.v1.RemoveNodeResponse
-	89,  // 159: skiff.v1.Control.ClusterInfo:output_type -> skiff.v1.ClusterInfoResponse
-	83,  // 160: skiff.v1.Control.JoinManager:output_type -> skiff.v1.JoinManagerResponse
-	85,  // 161: skiff.v1.Control.JoinTokens:output_type -> skiff.v1.JoinTokensResponse
-	89,  // 162: skiff.v1.Control.UpdateCluster:output_type -> skiff.v1.ClusterInfoResponse
-	91,  // 163: skiff.v1.Control.Watch:output_type -> skiff.v1.WatchEvent
-	93,  // 164: skiff.v1.Control.ServiceLogs:output_type -> skiff.v1.LogMessage
-	98,  // 165: skiff.v1.Dispatcher.Session:output_type -> skiff.v1.ManagerMessage
-	107, // 166: skiff.v1.Dispatcher.PublishLogs:output_type -> skiff.v1.PublishLogsResponse
-	109, // 167: skiff.v1.NodeCA.IssueCertificate:output_type -> skiff.v1.IssueCertificateResponse
-	109, // 168: skiff.v1.NodeCA.RenewCertificate:output_type -> skiff.v1.IssueCertificateResponse
-	112, // 169: skiff.v1.Join.Hello:output_type -> skiff.v1.HelloResponse
-	148, // [148:170] is the sub-list for method output_type
-	126, // [126:148] is the sub-list for method input_type
-	126, // [126:126] is the sub-list for extension type_name
-	126, // [126:126] is the sub-list for extension extendee
-	0,   // [0:126] is the sub-list for field type_name
+	51,  // 65: skiff.v1.Task.status:type_name -> skiff.v1.TaskStatus
+	27,  // 66: skiff.v1.Task.networks:type_name -> skiff.v1.NetworkAttachment
+	52,  // 67: skiff.v1.Task.ports:type_name -> skiff.v1.PortBinding
+	21,  // 68: skiff.v1.Cluster.meta:type_name -> skiff.v1.Meta
+	16,  // 69: skiff.v1.Cluster.gossip_key_stage:type_name -> skiff.v1.GossipKeyStage
+	54,  // 70: skiff.v1.StoreAction.put_cluster:type_name -> skiff.v1.Cluster
+	28,  // 71: skiff.v1.StoreAction.put_node:type_name -> skiff.v1.Node
+	30,  // 72: skiff.v1.StoreAction.put_network:type_name -> skiff.v1.Network
+	49,  // 73: skiff.v1.StoreAction.put_stack:type_name -> skiff.v1.Stack
+	48,  // 74: skiff.v1.StoreAction.put_service:type_name -> skiff.v1.Service
+	53,  // 75: skiff.v1.StoreAction.put_task:type_name -> skiff.v1.Task
+	56,  // 76: skiff.v1.StoreAction.task_status:type_name -> skiff.v1.TaskStatusUpdate
+	57,  // 77: skiff.v1.StoreAction.task_desired:type_name -> skiff.v1.TaskDesiredUpdate
+	58,  // 78: skiff.v1.StoreAction.node_status:type_name -> skiff.v1.NodeStatusUpdate
+	60,  // 79: skiff.v1.StoreAction.task_placement:type_name -> skiff.v1.TaskPlacement
+	59,  // 80: skiff.v1.StoreAction.node_attachment:type_name -> skiff.v1.NodeAttachmentUpdate
+	51,  // 81: skiff.v1.TaskStatusUpdate.status:type_name -> skiff.v1.TaskStatus
+	14,  // 82: skiff.v1.TaskDesiredUpdate.desired_state:type_name -> skiff.v1.TaskState
+	25,  // 83: skiff.v1.NodeStatusUpdate.status:type_name -> skiff.v1.NodeStatus
+	27,  // 84: skiff.v1.NodeAttachmentUpdate.attachment:type_name -> skiff.v1.NetworkAttachment
+	51,  // 85: skiff.v1.TaskPlacement.status:type_name -> skiff.v1.TaskStatus
+	52,  // 86: skiff.v1.TaskPlacement.ports:type_name -> skiff.v1.PortBinding
+	55,  // 87: skiff.v1.Command.actions:type_name -> skiff.v1.StoreAction
+	17,  // 88: skiff.v1.ServiceChange.kind:type_name -> skiff.v1.ServiceChangeKind
+	50,  // 89: skiff.v1.DeployStackRequest.spec:type_name -> skiff.v1.StackSpec
+	49,  // 90: skiff.v1.DeployStackResponse.stack:type_name -> skiff.v1.Stack
+	62,  // 91: skiff.v1.DeployStackResponse.changes:type_name -> skiff.v1.ServiceChange
+	49,  // 92: skiff.v1.StackSummary.stack:type_name -> skiff.v1.Stack
+	68,  // 93: skiff.v1.ListStacksResponse.stacks:type_name -> skiff.v1.StackSummary
+	48,  // 94: skiff.v1.ListServicesResponse.services:type_name -> skiff.v1.Service
+	48,  // 95: skiff.v1.UpdateServiceResponse.service:type_name -> skiff.v1.Service
+	53,  // 96: skiff.v1.ListTasksResponse.tasks:type_name -> skiff.v1.Task
+	28,  // 97: skiff.v1.ListNodesResponse.nodes:type_name -> skiff.v1.Node
+	1,   // 98: skiff.v1.UpdateNodeRequest.availability:type_name -> skiff.v1.NodeAvailability
+	125, // 99: skiff.v1.UpdateNodeRequest.label_add:type_name -> skiff.v1.UpdateNodeRequest.LabelAddEntry
+	3,   // 100: skiff.v1.ManagerInfo.reachability:type_name -> skiff.v1.Reachability
+	89,  // 101: skiff.v1.ClusterInfoResponse.managers:type_name -> skiff.v1.ManagerInfo
+	18,  // 102: skiff.v1.WatchRequest.kinds:type_name -> skiff.v1.WatchKind
+	19,  // 103: skiff.v1.WatchEvent.action:type_name -> skiff.v1.WatchAction
+	53,  // 104: skiff.v1.WatchEvent.task:type_name -> skiff.v1.Task
+	48,  // 105: skiff.v1.WatchEvent.service:type_name -> skiff.v1.Service
+	28,  // 106: skiff.v1.WatchEvent.node:type_name -> skiff.v1.Node
+	20,  // 107: skiff.v1.LogMessage.stream:type_name -> skiff.v1.LogStream
+	96,  // 108: skiff.v1.AgentMessage.register:type_name -> skiff.v1.Register
+	97,  // 109: skiff.v1.AgentMessage.heartbeat:type_name -> skiff.v1.Heartbeat
+	98,  // 110: skiff.v1.AgentMessage.statuses:type_name -> skiff.v1.TaskStatusBatch
+	24,  // 111: skiff.v1.Register.description:type_name -> skiff.v1.NodeDescription
+	56,  // 112: skiff.v1.TaskStatusBatch.updates:type_name -> skiff.v1.TaskStatusUpdate
+	102, // 113: skiff.v1.ManagerMessage.accepted:type_name -> skiff.v1.SessionAccepted
+	106, // 114: skiff.v1.ManagerMessage.assignments:type_name -> skiff.v1.Assignments
+	104, // 115: skiff.v1.ManagerMessage.redirect:type_name -> skiff.v1.Redirect
+	107, // 116: skiff.v1.ManagerMessage.log_subscription:type_name -> skiff.v1.LogSubscription
+	103, // 117: skiff.v1.ManagerMessage.heartbeat_ack:type_name -> skiff.v1.HeartbeatAck
+	101, // 118: skiff.v1.ManagerMessage.down_nodes:type_name -> skiff.v1.DownNodes
+	100, // 119: skiff.v1.ManagerMessage.gossip_keys:type_name -> skiff.v1.GossipKeys
+	53,  // 120: skiff.v1.Assignment.task:type_name -> skiff.v1.Task
+	44,  // 121: skiff.v1.Assignment.spec:type_name -> skiff.v1.ServiceSpec
+	30,  // 122: skiff.v1.Assignment.networks:type_name -> skiff.v1.Network
+	105, // 123: skiff.v1.Assignments.updated:type_name -> skiff.v1.Assignment
+	27,  // 124: skiff.v1.Assignments.node_attachments:type_name -> skiff.v1.NetworkAttachment
+	30,  // 125: skiff.v1.Assignments.node_networks:type_name -> skiff.v1.Network
+	94,  // 126: skiff.v1.PublishLogsMessage.messages:type_name -> skiff.v1.LogMessage
+	0,   // 127: skiff.v1.IssueCertificateRequest.role:type_name -> skiff.v1.NodeRole
+	63,  // 128: skiff.v1.Control.DeployStack:input_type -> skiff.v1.DeployStackRequest
+	65,  // 129: skiff.v1.Control.RemoveStack:input_type -> skiff.v1.RemoveStackRequest
+	67,  // 130: skiff.v1.Control.ListStacks:input_type -> skiff.v1.ListStacksRequest
+	70,  // 131: skiff.v1.Control.ListServices:input_type -> skiff.v1.ListServicesRequest
+	72,  // 132: skiff.v1.Control.GetService:input_type -> skiff.v1.GetServiceRequest
+	73,  // 133: skiff.v1.Control.UpdateService:input_type -> skiff.v1.UpdateServiceRequest
+	75,  // 134: skiff.v1.Control.ListTasks:input_type -> skiff.v1.ListTasksRequest
+	77,  // 135: skiff.v1.Control.ListNodes:input_type -> skiff.v1.ListNodesRequest
+	79,  // 136: skiff.v1.Control.GetNode:input_type -> skiff.v1.GetNodeRequest
+	80,  // 137: skiff.v1.Control.UpdateNode:input_type -> skiff.v1.UpdateNodeRequest
+	81,  // 138: skiff.v1.Control.RemoveNode:input_type -> skiff.v1.RemoveNodeRequest
+	88,  // 139: skiff.v1.Control.ClusterInfo:input_type -> skiff.v1.ClusterInfoRequest
+	83,  // 140: skiff.v1.Control.JoinManager:input_type -> skiff.v1.JoinManagerRequest
+	85,  // 141: skiff.v1.Control.JoinTokens:input_type -> skiff.v1.JoinTokensRequest
+	87,  // 142: skiff.v1.Control.UpdateCluster:input_type -> skiff.v1.UpdateClusterRequest
+	91,  // 143: skiff.v1.Control.Watch:input_type -> skiff.v1.WatchRequest
+	93,  // 144: skiff.v1.Control.ServiceLogs:input_type -> skiff.v1.ServiceLogsRequest
+	95,  // 145: skiff.v1.Dispatcher.Session:input_type -> skiff.v1.AgentMessage
+	108, // 146: skiff.v1.Dispatcher.PublishLogs:input_type -> skiff.v1.PublishLogsMessage
+	110, // 147: skiff.v1.NodeCA.IssueCertificate:input_type -> skiff.v1.IssueCertificateRequest
+	112, // 148: skiff.v1.NodeCA.RenewCertificate:input_type -> skiff.v1.RenewCertificateRequest
+	113, // 149: skiff.v1.Join.Hello:input_type -> skiff.v1.HelloRequest
+	64,  // 150: skiff.v1.Control.DeployStack:output_type -> skiff.v1.DeployStackResponse
+	66,  // 151: skiff.v1.Control.RemoveStack:output_type -> skiff.v1.RemoveStackResponse
+	69,  // 152: skiff.v1.Control.ListStacks:output_type -> skiff.v1.ListStacksResponse
+	71,  // 153: skiff.v1.Control.ListServices:output_type -> skiff.v1.ListServicesResponse
+	48,  // 154: skiff.v1.Control.GetService:output_type -> skiff.v1.Service
+	74,  // 155: skiff.v1.Control.UpdateService:output_type -> skiff.v1.UpdateServiceResponse
+	76,  // 156: skiff.v1.Control.ListTasks:output_type -> skiff.v1.ListTasksResponse
+	78,  // 157: skiff.v1.Control.ListNodes:output_type -> skiff.v1.ListNodesResponse
+	28,  // 158: skiff.v1.Control.GetNode:output_type -> skiff.v1.Node
+	28,  // 159: skiff.v1.Control.UpdateNode:output_type -> skiff.v1.Node
+	82,  // 160: skiff.v1.Control.RemoveNode:output_type -> skiff.v1.RemoveNodeResponse
+	90,  // 161: skiff.v1.Control.ClusterInfo:output_type -> skiff.v1.ClusterInfoResponse
+	84,  // 162: skiff.v1.Control.JoinManager:output_type -> skiff.v1.JoinManagerResponse
+	86,  // 163: skiff.v1.Control.JoinTokens:output_type -> skiff.v1.JoinTokensResponse
+	90,  // 164: skiff.v1.Control.UpdateCluster:output_type -> skiff.v1.ClusterInfoResponse
+	92,  // 165: skiff.v1.Control.Watch:output_type -> skiff.v1.WatchEvent
+	94,  // 166: skiff.v1.Control.ServiceLogs:output_type -> skiff.v1.LogMessage
+	99,  // 167: skiff.v1.Dispatcher.Session:output_type -> skiff.v1.ManagerMessage
+	109, // 168: skiff.v1.Dispatcher.PublishLogs:output_type -> skiff.v1.PublishLogsResponse
+	111, // 169: skiff.v1.NodeCA.IssueCertificate:output_type -> skiff.v1.IssueCertificateResponse
+	111, // 170: skiff.v1.NodeCA.RenewCertificate:output_type -> skiff.v1.IssueCertificateResponse
+	114, // 171: skiff.v1.Join.Hello:output_type -> skiff.v1.HelloResponse
+	150, // [150:172] is the sub-list for method output_type
+	128, // [128:150] is the sub-list for method input_type
+	128, // [128:128] is the sub-list for extension type_name
+	128, // [128:128] is the sub-list for extension extendee
+	0,   // [0:128] is the sub-list for field type_name
 }
 
 func init() { file_skiff_proto_init() }
@@ -8801,14 +8971,15 @@ func file_skiff_proto_init() {
 		(*ManagerMessage_LogSubscription)(nil),
 		(*ManagerMessage_HeartbeatAck)(nil),
 		(*ManagerMessage_DownNodes)(nil),
+		(*ManagerMessage_GossipKeys)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_proto_rawDesc), len(file_skiff_proto_rawDesc)),
-			NumEnums:      20,
-			NumMessages:   104,
+			NumEnums:      21,
+			NumMessages:   105,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

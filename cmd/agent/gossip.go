@@ -9,6 +9,7 @@ import (
 	"github.com/skiffhq/skiff/agent"
 	"github.com/skiffhq/skiff/agent/discovery"
 	"github.com/skiffhq/skiff/gossip"
+	"github.com/skiffhq/skiff/identity"
 )
 
 // gossipOverlay is what the host's overlay takes from the gossip pool: it
@@ -52,4 +53,21 @@ func joinGossip(ctx context.Context, cfg gossipConfig, ov gossipOverlay) (*gossi
 	}
 	ov.SetPool(d.Pool())
 	return d.Pool(), d, nil
+}
+
+// poolKeyring is the agent's Keyring: the cluster's gossip keyring goes to
+// the pool, and beside the certificate, where the agent's next start finds
+// it; a node restarted after a rotation would otherwise start with a key
+// the others no longer read.
+type poolKeyring struct {
+	pool    *gossip.Pool
+	dataDir string
+}
+
+// SetKeys implements agent.Keyring.
+func (k poolKeyring) SetKeys(keys [][]byte) error {
+	if err := k.pool.SetKeys(keys); err != nil {
+		return err
+	}
+	return identity.SaveKeys(k.dataDir, keys)
 }

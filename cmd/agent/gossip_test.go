@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -10,6 +14,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/skiffhq/skiff/gossip"
+	"github.com/skiffhq/skiff/identity"
 )
 
 // waitTimeout bounds each wait for gossip on loopback, which converges in
@@ -110,4 +115,41 @@ func TestJoinGossipWiresOverlayAndDiscovery(t *testing.T) {
 		addr, term := disc.Leader()
 		return addr == api && term == 7
 	})
+}
+
+// TestPoolKeyring: the keyring the leader sends becomes the pool's, and is
+// kept in the data dir for the agent's next start.
+func TestPoolKeyring(t *testing.T) {
+	oldKey, newKey := bytes.Repeat([]byte{1}, gossip.KeySize), bytes.Repeat([]byte{2}, gossip.KeySize)
+	pool, err := gossip.Start(context.Background(), gossip.Config{
+		Meta:     gossip.Meta{Name: "a1", Role: gossip.RoleAgent, Addr: "127.0.0.1"},
+		BindAddr: "127.0.0.1", Keys: [][]byte{oldKey},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Kill()
+	dir := t.TempDir()
+	if err := os.MkdirAll(identity.Dir(dir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	k := poolKeyring{pool: pool, dataDir: dir}
+	if err := k.SetKeys([][]byte{newKey, oldKey}); err != nil {
+		t.Fatal(err)
+	}
+	want := [][]byte{newKey, oldKey}
+	if got := pool.ListKeys(); !slices.EqualFunc(got, want, bytes.Equal) {
+		t.Errorf("the pool's keys are %x, want %x", got, want)
+	}
+	saved, err := os.ReadFile(filepath.Join(identity.Dir(dir), "gossip.keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantFile := base64.StdEncoding.EncodeToString(newKey) + "\n" + base64.StdEncoding.EncodeToString(oldKey) + "\n"
+	if string(saved) != wantFile {
+		t.Errorf("the data dir keeps %q, want %q", saved, wantFile)
+	}
+	if err := k.SetKeys(nil); err == nil {
+		t.Error("an empty keyring was accepted")
+	}
 }

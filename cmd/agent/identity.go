@@ -28,7 +28,10 @@ type nodeIdentity struct {
 	pool       *x509.CertPool
 	keypair    *ca.Keypair
 	gossipKeys [][]byte
-	logger     *slog.Logger
+	// caDigest is the cluster CA's fingerprint, which a seed asked for the
+	// managers must prove (seedDiscovery).
+	caDigest string
+	logger   *slog.Logger
 }
 
 // loadIdentity reads the node's certificate from its data dir, or joins the
@@ -58,7 +61,13 @@ func loadIdentity(ctx context.Context, cfg agent.Config, seeds []string, token s
 	if err != nil {
 		return nil, err
 	}
-	return &nodeIdentity{dataDir: cfg.DataDir, pool: pool, keypair: kp, gossipKeys: j.GossipKeys, logger: logger}, nil
+	caCert, err := ca.ParseCert(j.Bundle.CA)
+	if err != nil {
+		return nil, fmt.Errorf("the CA in %s: %w", identity.Dir(cfg.DataDir), err)
+	}
+	return &nodeIdentity{
+		dataDir: cfg.DataDir, pool: pool, keypair: kp, gossipKeys: j.GossipKeys, caDigest: ca.Digest(caCert), logger: logger,
+	}, nil
 }
 
 // clientCreds are what the agent dials managers with.

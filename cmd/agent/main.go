@@ -121,7 +121,9 @@ func newCommand() *cobra.Command {
 					logger.Debug("gossip shutdown", "error", err)
 				}
 			}()
-			cfg.Executor, cfg.Overlay, cfg.Discovery = exec, ov, disc
+			cfg.Executor, cfg.Overlay = exec, ov
+			cfg.Discovery = &seedDiscovery{Discovery: disc, ctx: ctx, seeds: seeds, digest: id.caDigest, logger: logger}
+			cfg.Keyring = poolKeyring{pool: pool, dataDir: cfg.DataDir}
 			cfg.Creds = id.clientCreds()
 			return id.run(ctx, cfg, pool, disc, func(ctx context.Context) error { return agent.Run(ctx, cfg) })
 		},

@@ -288,10 +288,36 @@ func (c *Cluster) AddAgent(name string) *sim.Executor {
 	cfg := agent.Config{
 		Name: name, DataDir: dir, AdvertiseAddr: addr,
 		Discovery: disc, Managers: addrs, Executor: exec, Creds: creds, Logger: logger,
+		Keyring: keyring{pool: a.pool, dataDir: dir},
 	}
 	go func() { a.done <- agent.Run(ctx, cfg) }()
 	c.agents[name] = a
 	return exec
+}
+
+// keyring is a simulated agent's Keyring, as skiff-agent's: its pool, and
+// the copy in its data dir that a restart under its name starts with.
+type keyring struct {
+	pool    *gossip.Pool
+	dataDir string
+}
+
+func (k keyring) SetKeys(keys [][]byte) error {
+	if err := k.pool.SetKeys(keys); err != nil {
+		return err
+	}
+	return identity.SaveKeys(k.dataDir, keys)
+}
+
+// AgentGossipKeys lists the keys in a running simulated agent's gossip
+// pool, the primary first.
+func (c *Cluster) AgentGossipKeys(name string) [][]byte {
+	c.t.Helper()
+	a, ok := c.agents[name]
+	if !ok {
+		c.t.Fatalf("no agent %s is running", name)
+	}
+	return a.pool.ListKeys()
 }
 
 // StopAgent stops a simulated agent; its node goes down.

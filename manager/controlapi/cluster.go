@@ -2,6 +2,8 @@ package controlapi
 
 import (
 	"context"
+	"crypto/rand"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -9,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/skiffhq/skiff/ca"
+	"github.com/skiffhq/skiff/gossip"
 	"github.com/skiffhq/skiff/manager/nodeca"
 	"github.com/skiffhq/skiff/manager/state"
 	skiffpb "github.com/skiffhq/skiff/proto"
@@ -174,16 +177,53 @@ func (s *Server) UpdateCluster(ctx context.Context, req *skiffpb.UpdateClusterRe
 	if d := time.Duration(req.GetCertExpiry()); d != 0 && d < ca.MinCertExpiry {
 		return nil, invalid("--cert-expiry %s is below the minimum %s", d, ca.MinCertExpiry)
 	}
+	var rotating error
 	if _, err := s.updateCluster(ctx, func(c *skiffpb.Cluster) bool {
-		if req.GetCertExpiry() == 0 || req.GetCertExpiry() == c.GetCertExpiry() {
-			return false
+		changed := false
+		if req.GetCertExpiry() != 0 && req.GetCertExpiry() != c.GetCertExpiry() {
+			c.CertExpiry = req.GetCertExpiry()
+			changed = true
 		}
-		c.CertExpiry = req.GetCertExpiry()
-		return true
+		if req.GetRotateGossipKey() {
+			if rotating = startGossipKeyRotation(c, s.now()); rotating != nil {
+				return false
+			}
+			changed = true
+		}
+		return changed
 	}); err != nil {
 		return nil, err
 	}
+	if rotating != nil {
+		return nil, rotating
+	}
+	if req.GetRotateGossipKey() {
+		s.logger.Info("gossip key rotation started")
+	}
 	return s.ClusterInfo(ctx, &skiffpb.ClusterInfoRequest{})
+}
+
+// startGossipKeyRotation starts a rotation of the gossip key in c: a new
+// key, installed beside the old one, which still encrypts. The leader takes
+// it through the later stages (manager/gossipkeys.go). One rotation at a
+// time: a second would have to be installed everywhere before the first
+// key's removal, which the stages do not provide for.
+func startGossipKeyRotation(c *skiffpb.Cluster, now time.Time) error {
+	if st := c.GetGossipKeyStage(); st != skiffpb.GossipKeyStage_GOSSIP_KEY_STAGE_NONE {
+		since := now.Sub(time.Unix(0, c.GetGossipKeysChangedAt())).Round(time.Second)
+		return status.Errorf(codes.FailedPrecondition,
+			"a rotation of the gossip key is under way (stage %s for %s); it finishes on its own, try again once it has",
+			strings.TrimPrefix(st.String(), "GOSSIP_KEY_STAGE_"), since)
+	}
+	if len(c.GetGossipKeys()) != 1 {
+		return status.Errorf(codes.FailedPrecondition, "the cluster holds %d gossip keys with no rotation under way; it needs exactly one to rotate it", len(c.GetGossipKeys()))
+	}
+	key := make([]byte, gossip.KeySize)
+	rand.Read(key)
+	c.GossipKeys = [][]byte{c.GetGossipKeys()[0], key}
+	c.GossipKeyStage = skiffpb.GossipKeyStage_GOSSIP_KEY_STAGE_INSTALLED
+	c.GossipKeysChangedAt = now.UnixNano()
+	return nil
 }
 
 // updateCluster applies change to a copy of the cluster object and writes

@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"bytes"
 	"context"
 	"slices"
 	"time"
@@ -37,6 +38,13 @@ func (d *Dispatcher) streamAssignments(ctx context.Context, s *session) error {
 	// in both, and is dropped from the feed by its index.
 	f := d.hub.subscribe(s.nodeID)
 	defer d.hub.unsubscribe(f)
+	// The keyring goes first: an agent that was away while the gossip key
+	// was rotated can gossip again before its assignments are built.
+	clusterChanged := d.hub.clusterWatch()
+	sentKeys, err := d.sendGossipKeys(s, nil)
+	if err != nil {
+		return err
+	}
 	sent := map[string]sentTask{}
 	full := &skiffpb.Assignments{Full: true}
 	var attachments []*skiffpb.NetworkAttachment
@@ -106,6 +114,12 @@ func (d *Dispatcher) streamAssignments(ctx context.Context, s *session) error {
 				return err
 			}
 			continue
+		case <-clusterChanged:
+			clusterChanged = d.hub.clusterWatch()
+			if sentKeys, err = d.sendGossipKeys(s, sentKeys); err != nil {
+				return err
+			}
+			continue
 		case <-f.notify:
 		}
 		if err := d.startBuilding(ctx); err != nil {
@@ -121,6 +135,21 @@ func (d *Dispatcher) streamAssignments(ctx context.Context, s *session) error {
 			return err
 		}
 	}
+}
+
+// sendGossipKeys sends the agent the cluster's gossip keyring unless it
+// is the one sent already, and returns the keyring the agent has. A
+// cluster without keys sends nothing: its pool does not encrypt.
+func (d *Dispatcher) sendGossipKeys(s *session, sent [][]byte) ([][]byte, error) {
+	var keys [][]byte
+	d.store.View(func(tx state.ReadTx) { keys = tx.Cluster().GetGossipKeys() })
+	if len(keys) == 0 || slices.EqualFunc(keys, sent, bytes.Equal) {
+		return sent, nil
+	}
+	if err := s.send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_GossipKeys{GossipKeys: &skiffpb.GossipKeys{Keys: keys}}}); err != nil {
+		return sent, err
+	}
+	return keys, nil
 }
 
 // downNodesInterval is the least time between two DownNodes messages to one

@@ -28,10 +28,36 @@ type hub struct {
 	down        map[string]string
 	downNames   []string
 	downChanged chan struct{}
+
+	// clusterChanged is closed (and replaced) when the cluster object may
+	// have changed: sessions then compare its gossip keys with those they
+	// sent. The cluster object changes a few times a year, so every
+	// session looking at it then costs nothing worth keeping a copy for.
+	clusterMu      sync.Mutex
+	clusterChanged chan struct{}
 }
 
 func newHub(store *state.Store) *hub {
-	return &hub{store: store, feeds: map[string]map[*feed]struct{}{}, down: map[string]string{}, downChanged: make(chan struct{})}
+	return &hub{
+		store: store, feeds: map[string]map[*feed]struct{}{}, down: map[string]string{}, downChanged: make(chan struct{}),
+		clusterChanged: make(chan struct{}),
+	}
+}
+
+// clusterWatch returns a channel closed at the next change of the cluster
+// object. A session takes it before it reads the cluster, so that no
+// change falls between the two.
+func (h *hub) clusterWatch() <-chan struct{} {
+	h.clusterMu.Lock()
+	defer h.clusterMu.Unlock()
+	return h.clusterChanged
+}
+
+func (h *hub) noteCluster() {
+	h.clusterMu.Lock()
+	defer h.clusterMu.Unlock()
+	close(h.clusterChanged)
+	h.clusterChanged = make(chan struct{})
 }
 
 // downNodes returns the names of the nodes judged Down, sorted (the caller
@@ -153,12 +179,14 @@ func (h *hub) run(ctx context.Context, ch <-chan state.Batch, cancel func()) {
 func (h *hub) reread(tx state.ReadTx) {
 	h.resetDown(tx)
 	h.resyncAll()
+	h.noteCluster()
 }
 
 // route hands one batch's events to the feeds of the nodes they concern.
 func (h *hub) route(b state.Batch) {
 	byNode := map[string][]state.Event{}
 	var nodes []state.Event
+	cluster := false
 	for _, ev := range b.Events {
 		var nodeID string
 		switch o := ev.Object.(type) {
@@ -167,6 +195,8 @@ func (h *hub) route(b state.Batch) {
 		case *skiffpb.Node:
 			nodeID = o.GetId()
 			nodes = append(nodes, ev)
+		case *skiffpb.Cluster:
+			cluster = true
 		}
 		if nodeID != "" {
 			byNode[nodeID] = append(byNode[nodeID], ev)
@@ -174,6 +204,9 @@ func (h *hub) route(b state.Batch) {
 	}
 	if len(nodes) > 0 {
 		h.noteNodes(nodes, false)
+	}
+	if cluster {
+		h.noteCluster()
 	}
 	if len(byNode) == 0 {
 		return

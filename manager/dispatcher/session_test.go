@@ -1,8 +1,10 @@
 package dispatcher
 
 import (
+	"bytes"
 	"context"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -261,5 +263,61 @@ func TestDownNodesReachTheAgents(t *testing.T) {
 	setState(skiffpb.NodeState_NODE_STATE_DOWN)
 	if got := nextDown(); len(got) != 1 || got[0] != "h2" {
 		t.Fatalf("DownNodes %v after h2 went down again, want [h2]", got)
+	}
+}
+
+// TestGossipKeysReachTheAgents: a session hears the cluster's gossip
+// keyring first, before its assignments, and again at each change of the
+// keyring, but not when something else in the cluster object changes.
+func TestGossipKeysReachTheAgents(t *testing.T) {
+	store := state.New()
+	fr := &fakeRaft{store: store}
+	k1, k2 := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	var version uint64
+	putCluster := func(keys [][]byte, expiry int64) {
+		t.Helper()
+		if _, err := fr.Propose(context.Background(), &skiffpb.Command{Actions: []*skiffpb.StoreAction{{Action: &skiffpb.StoreAction_PutCluster{
+			PutCluster: &skiffpb.Cluster{Id: "c1", Meta: &skiffpb.Meta{Version: version}, GossipKeys: keys, CertExpiry: expiry},
+		}}}}); err != nil {
+			t.Fatal(err)
+		}
+		store.View(func(tx state.ReadTx) { version = tx.Cluster().GetMeta().GetVersion() })
+	}
+	putCluster([][]byte{k1}, 0)
+	d := New(Config{Store: store, Raft: fr, HeartbeatPeriod: 50 * time.Millisecond, DownGrace: time.Hour})
+	runTerm(t, d)
+	stream := openSession(t, d, "h1")
+	// next returns the next message that is not a heartbeat's answer.
+	next := func() *skiffpb.ManagerMessage {
+		t.Helper()
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("session: %v", err)
+			}
+			if m.GetHeartbeatAck() == nil && m.GetDownNodes() == nil {
+				return m
+			}
+		}
+	}
+	if m := next(); m.GetAccepted() == nil {
+		t.Fatalf("first message %v, want SessionAccepted", m)
+	}
+	if m := next(); !slices.EqualFunc(m.GetGossipKeys().GetKeys(), [][]byte{k1}, bytes.Equal) {
+		t.Fatalf("second message %v, want the keyring [k1]", m)
+	}
+	if m := next(); m.GetAssignments() == nil {
+		t.Fatalf("third message %v, want the assignments", m)
+	}
+	// A change that leaves the keyring as it is sends nothing: the next
+	// keyring the session hears is the rotation's.
+	putCluster([][]byte{k1}, int64(time.Hour))
+	putCluster([][]byte{k1, k2}, int64(time.Hour))
+	if m := next(); !slices.EqualFunc(m.GetGossipKeys().GetKeys(), [][]byte{k1, k2}, bytes.Equal) {
+		t.Fatalf("after the new key was installed, %v; want the keyring [k1 k2]", m)
+	}
+	putCluster([][]byte{k2}, int64(time.Hour))
+	if m := next(); !slices.EqualFunc(m.GetGossipKeys().GetKeys(), [][]byte{k2}, bytes.Equal) {
+		t.Fatalf("after the old key was removed, %v; want the keyring [k2]", m)
 	}
 }
