@@ -1,6 +1,8 @@
 package manager
 
 import (
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/skiffhq/skiff/internal/debugserver"
@@ -36,9 +38,19 @@ func newMetrics(raft *raftnode.Node, store *state.Store) *metrics {
 // listenDebug binds the metrics and pprof endpoints that cfg asks for,
 // each on its own listener so that the profiler is never exposed by
 // accident along with the metrics.
+//
+// The gauge of the dispatcher's sessions is registered here rather than in
+// newMetrics, because the dispatcher is created after the metrics.
 func (m *Manager) listenDebug() ([]*debugserver.Server, error) {
 	var cfgs []debugserver.Config
 	if m.cfg.MetricsAddr != "" {
+		sessions := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "skiff_dispatcher_sessions",
+			Help: "Agents holding a session with this manager (0 unless it leads).",
+		}, func() float64 { return float64(m.dispatch.Sessions()) })
+		if err := m.metrics.registry.Register(sessions); err != nil {
+			return nil, fmt.Errorf("register the sessions gauge: %w", err)
+		}
 		cfgs = append(cfgs, debugserver.Config{Addr: m.cfg.MetricsAddr, Metrics: m.metrics.registry, Logger: m.logger})
 	}
 	if m.cfg.PprofAddr != "" {

@@ -9,6 +9,10 @@
 //
 //	go run ./bench/scale --bin bin --agents 1000 --tasks 100000 --out bench/out/scale.md
 //
+// With --leader-kill it then SIGKILLs the leader and measures the election,
+// every agent's reconnect (a full TLS handshake each) to the new leader, the
+// CPU that costs, and that no task moved (leaderkill.go).
+//
 // The result is one row of a markdown table appended to --out; progress,
 // the processes' logs and the leader's CPU and heap profiles go next to it.
 package main
@@ -57,6 +61,11 @@ type options struct {
 	profile     time.Duration
 	pollEvery   time.Duration
 	quietWait   time.Duration
+	// leaderKill adds the leader-kill phase (leaderkill.go) once every
+	// task runs; killTimeout bounds its waits.
+	leaderKill  bool
+	killTimeout time.Duration
+	killProfile time.Duration
 }
 
 func main() {
@@ -75,6 +84,9 @@ func main() {
 	flag.DurationVar(&o.profile, "profile", 30*time.Second, "length of the leader's CPU profile, taken from the deploy on (0: none)")
 	flag.DurationVar(&o.pollEvery, "poll", 250*time.Millisecond, "how often to count running tasks and sample memory")
 	flag.DurationVar(&o.quietWait, "quiet-wait", 2*time.Minute, "how long to wait for the machine to be idle before starting (other load skews every figure)")
+	flag.BoolVar(&o.leaderKill, "leader-kill", false, "once every task runs, SIGKILL the leader and measure the election, every agent's reconnect to the new leader, its CPU meanwhile, and the tasks that moved")
+	flag.DurationVar(&o.killTimeout, "leader-kill-timeout", 2*time.Minute, "how long the leader-kill phase waits for a new leader and for every agent to reconnect to it")
+	flag.DurationVar(&o.killProfile, "leader-kill-profile", 0, "length of the survivors' CPU profiles, taken from the leader's kill on (0: none); profiling adds to the CPU measured")
 	flag.Parse()
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -124,6 +136,8 @@ type result struct {
 	// raftTimeout is the managers' Raft heartbeat and election timeout;
 	// zero for their default.
 	raftTimeout time.Duration
+	// kill is what the leader-kill phase measured; nil if it did not run.
+	kill *killResult
 }
 
 type milestone struct {
@@ -388,6 +402,21 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 			res.otherCPU = max(res.otherCPU, cpuTime(p.pid()))
 		}
 	}
+	// The leader-kill phase comes after every figure above is taken, so
+	// that they are the same with it as without it.
+	switch {
+	case !o.leaderKill:
+	case res.converged == 0:
+		logger.Warn("not every task runs: skipping the leader kill")
+	default:
+		res.kill, err = leaderKill(ctx, killSetup{
+			procs: &procs, sim: simProc, admin: admin, agents: o.agents, timeout: o.killTimeout,
+			profile: o.killProfile, profilePrefix: filepath.Join(outDir, "scale-"+tag+"-reconnect-"), logger: logger,
+		})
+		if err != nil {
+			return fmt.Errorf("leader kill: %w", err)
+		}
+	}
 	if err := appendRow(o.out, res); err != nil {
 		return err
 	}
@@ -622,11 +651,17 @@ type process struct {
 	// done is closed when the process has exited, with err set.
 	done chan struct{}
 	err  error
+	// expectExit is set when the benchmark kills the process on purpose:
+	// its exit is then no failure.
+	expectExit bool
 }
 
 // check returns an error, with the tail of the log, if the process has
 // exited: a benchmark whose manager or agents died must not wait for them.
 func (p *process) check() error {
+	if p.expectExit {
+		return nil
+	}
 	select {
 	case <-p.done:
 	default:
@@ -740,8 +775,20 @@ func cpuTime(pid int) time.Duration {
 	return time.Duration(st.UTime+st.STime) * 10 * time.Millisecond
 }
 
-const tableHeader = `| agents | tasks | Raft timeouts | nodes Ready after | deploy → all RUNNING | running at end | 50% / 90% RUNNING | leader peak RSS | follower peak RSS | skiff-sim peak RSS (per agent) | leader CPU | skiff-sim CPU | machine busy before |
-|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+// tableHeader is the table's header, after a note on the leader-kill
+// columns, which show "–" for a run without --leader-kill.
+const tableHeader = `The last five columns are the leader-kill phase (--leader-kill): once every task runs, the leader is SIGKILLed. ` +
+	`Times are from the kill until a surviving manager names a new leader (ClusterInfo), and until the new leader holds a session ` +
+	`with 90% and with every agent (its skiff_dispatcher_sessions gauge). CPU is what each process used from the kill until every ` +
+	`agent had reconnected; in parentheses, what it uses over as long a time once settled (heartbeats, the benchmark's polling of ` +
+	`the gauge; measured over 10–20 s and scaled), so the difference is the reconnect's own cost, unless the new leader was still ` +
+	`moving tasks then. skiff has no TLS session resumption: every reconnect is a full TLS 1.3 handshake ` +
+	`(ECDHE, ECDSA P-256 certificates verified on both sides), and an agent registers with every manager it knows at once, so the ` +
+	`other survivor handshakes too, to redirect it. There is no mode without TLS to compare with. Tasks moved: of the tasks running ` +
+	`before the kill, those not running on the same node with the same desired state once settled (target 0), and tasks created since.
+
+| agents | tasks | Raft timeouts | nodes Ready after | deploy → all RUNNING | running at end | 50% / 90% RUNNING | leader peak RSS | follower peak RSS | skiff-sim peak RSS (per agent) | leader CPU | skiff-sim CPU | machine busy before | leader kill → new leader | → 90% / all agents on it | new leader CPU meanwhile (settled) | other manager / skiff-sim CPU meanwhile (skiff-sim settled) | tasks moved |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 `
 
 // appendRow adds the result to the markdown table in path, creating the
@@ -782,10 +829,54 @@ func row(r result) string {
 	if r.raftTimeout > 0 {
 		raft = r.raftTimeout.String()
 	}
-	return fmt.Sprintf("| %d | %d | %s | %s | %s | %d (%.1f%%) at %s | %s / %s | %s | %s | %s (%s) | %s | %s | %d%% |",
+	return fmt.Sprintf("| %d | %d | %s | %s | %s | %d (%.1f%%) at %s | %s / %s | %s | %s | %s (%s) | %s | %s | %d%% | %s |",
 		r.agents, r.tasks, raft, secs(r.registered), converged, r.running, 100*float64(r.running)/float64(r.tasks), secs(r.at),
 		marks[50], marks[90], mib(r.leaderPeakRSS), mib(r.otherPeakRSS),
-		mib(r.simPeakRSS), kib(r.simPeakRSS/int64(r.agents)), secs(r.leaderCPU), secs(r.simCPU), r.busyBefore)
+		mib(r.simPeakRSS), kib(r.simPeakRSS/int64(r.agents)), secs(r.leaderCPU), secs(r.simCPU), r.busyBefore,
+		strings.Join(killCells(r.kill), " | "))
+}
+
+// killCells are the leader-kill columns of a row.
+func killCells(k *killResult) []string {
+	if k == nil {
+		return []string{"–", "–", "–", "–", "–"}
+	}
+	if k.elected == 0 {
+		return []string{k.failure, "–", "–", "–", "–"}
+	}
+	// Two decimals: an election takes about a second.
+	at := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) + " s" }
+	elected := at(k.elected) + " (" + k.oldLeader + " → " + k.newLeader + ")"
+	if k.failure != "" {
+		// The wait for the agents ran out: what was reached, and the CPU
+		// until then, without a settled window to compare with.
+		agents := k.failure
+		if k.reconnected90 > 0 {
+			agents = at(k.reconnected90) + " / " + agents
+		}
+		return []string{elected, agents, at(k.leaderCPU), at(k.otherCPU) + " / " + at(k.simCPU), movedCell(k)}
+	}
+	agents := at(k.reconnected90) + " / " + at(k.reconnected)
+	if k.minSteadySessions < k.sessions {
+		// Sessions lost once every agent had one: agents dropped again.
+		agents += fmt.Sprintf(" (then fell to %d)", k.minSteadySessions)
+	}
+	return []string{
+		elected, agents,
+		at(k.leaderCPU) + " (" + at(k.steadyLeaderCPU) + ")",
+		at(k.otherCPU) + " / " + at(k.simCPU) + " (" + at(k.steadySimCPU) + ")",
+		movedCell(k),
+	}
+}
+
+// movedCell is the tasks-moved column: how many of the tasks compared
+// moved, and how many were created since the kill.
+func movedCell(k *killResult) string {
+	moved := fmt.Sprintf("%d of %d", k.moved, k.compared)
+	if k.added > 0 {
+		moved += fmt.Sprintf(", %d new", k.added)
+	}
+	return moved
 }
 
 func secs(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + " s" }

@@ -182,6 +182,15 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	wg.Wait()
 }
 
+// Sessions is how many agents hold a session with this manager now; zero
+// while it does not lead. A new leader's count climbing back to the number
+// of nodes is the agents finding it.
+func (d *Dispatcher) Sessions() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.sessions)
+}
+
 // termWait bounds how long a session waits for the term of a manager that
 // has just won an election to start serving (its barrier: applying what
 // the previous leader committed).
