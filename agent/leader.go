@@ -71,7 +71,18 @@ func (a *Agent) connect(ctx context.Context) (*established, error) {
 	reg := &skiffpb.Register{NodeId: a.nodeID, Name: a.cfg.Name, Description: desc}
 	a.mu.Unlock()
 
-	_, term := a.discovery.Leader()
+	leader, term := a.discovery.Leader()
+	if leader != "" {
+		// The leader gossip announces first, alone: every attempt is a TLS
+		// handshake, and a thousand agents asking every manager at once
+		// after a leader change make the survivors spend their CPU on
+		// handshakes only to redirect. Everyone is asked if it does not
+		// answer soon.
+		est, _, err := a.registerAny(ctx, []string{leader}, reg, term, announcedLeaderWait)
+		if est != nil || errors.Is(err, errNewLeader) {
+			return est, err
+		}
+	}
 	addrs := a.candidates()
 	if len(addrs) == 0 {
 		return nil, errors.New("no manager known yet: gossip has not found one")
@@ -82,7 +93,7 @@ func (a *Agent) connect(ctx context.Context) (*established, error) {
 		for _, addr := range addrs {
 			tried[addr] = true
 		}
-		est, redirects, err := a.registerAny(ctx, addrs, reg, term)
+		est, redirects, err := a.registerAny(ctx, addrs, reg, term, 0)
 		if est != nil {
 			return est, nil
 		}
@@ -95,6 +106,10 @@ func (a *Agent) connect(ctx context.Context) (*established, error) {
 	return nil, errors.Join(errs...)
 }
 
+// announcedLeaderWait bounds the attempt with the announced leader alone
+// before every manager is asked.
+const announcedLeaderWait = time.Second
+
 // errNewLeader ends a registration round early: gossip announced a leader
 // in a newer term than the round started with, so the candidates are
 // stale and the agent should ask again at once.
@@ -104,7 +119,7 @@ var errNewLeader = errors.New("gossip announced a new leader during registration
 // the first session accepted; the other attempts are abandoned. Without
 // one, it returns the leaders the managers named. It gives up early with
 // errNewLeader when gossip announces a leader in a term after term.
-func (a *Agent) registerAny(ctx context.Context, addrs []string, reg *skiffpb.Register, term uint64) (*established, []string, error) {
+func (a *Agent) registerAny(ctx context.Context, addrs []string, reg *skiffpb.Register, term uint64, wait time.Duration) (*established, []string, error) {
 	results := make(chan attempt, len(addrs))
 	for _, addr := range addrs {
 		go func() { results <- a.register(ctx, addr, reg) }()
@@ -124,9 +139,20 @@ func (a *Agent) registerAny(ctx context.Context, addrs []string, reg *skiffpb.Re
 	}
 	var redirects []string
 	var errs []error
+	// gaveUp fires after wait, when wait is set: the attempts still out are
+	// abandoned, and their late sessions closed.
+	var gaveUp <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		gaveUp = t.C
+	}
 	for received := 1; received <= len(addrs); received++ {
 		var r attempt
 		select {
+		case <-gaveUp:
+			abandon(len(addrs) - received + 1)
+			return nil, nil, fmt.Errorf("no answer within %s", wait)
 		case r = <-results:
 		case <-a.discovery.LeaderNews():
 			if _, now := a.discovery.Leader(); now > term {
