@@ -57,6 +57,11 @@ func newCommand() *cobra.Command {
 			if cfg.Token == "" {
 				cfg.Token = os.Getenv("SKIFF_JOIN_TOKEN")
 			}
+			if cmd.Flags().Changed("cert-expiry") && len(cfg.Join) > 0 {
+				// Only the manager that creates the cluster sets the
+				// lifetime; a joiner's flag would otherwise do nothing.
+				logger.Warn("--cert-expiry applies only when a manager creates a cluster; change it with `skiff cluster update --cert-expiry`", "cert_expiry", cfg.CertExpiry)
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return manager.Run(ctx, cfg)
