@@ -292,8 +292,9 @@ func (a *Agent) followEvents(ctx context.Context) {
 // retry can change.
 func (a *Agent) sessionLoop(ctx context.Context) error {
 	backoff := newBackoff()
+	var lost lostLeader
 	for ctx.Err() == nil {
-		est, err := a.connect(ctx)
+		est, err := a.connect(ctx, lost)
 		if errors.Is(err, errNewLeader) {
 			// At most once per term: the next round starts from it.
 			continue
@@ -309,6 +310,8 @@ func (a *Agent) sessionLoop(ctx context.Context) error {
 		}
 		backoff.reset()
 		a.run(ctx, est)
+		_, term := a.discovery.Leader()
+		lost = lostLeader{addr: est.addr, term: term}
 	}
 	return nil
 }

@@ -52,10 +52,17 @@ type attempt struct {
 	err      error
 }
 
-// connect finds the leader and opens a session with it: every known
-// manager is asked at once, then any leader they named that was not among
-// them.
-func (a *Agent) connect(ctx context.Context) (*established, error) {
+// lostLeader is the manager whose session just ended, and the newest term
+// gossip had announced when it did.
+type lostLeader struct {
+	addr string
+	term uint64
+}
+
+// connect finds the leader and opens a session with it: the leader gossip
+// announces first, alone, unless it is the one just lost; then every known
+// manager at once, then any leader they named that was not among them.
+func (a *Agent) connect(ctx context.Context, lost lostLeader) (*established, error) {
 	desc, err := a.cfg.Executor.Describe(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("describe node: %w", err)
@@ -72,7 +79,12 @@ func (a *Agent) connect(ctx context.Context) (*established, error) {
 	a.mu.Unlock()
 
 	leader, term := a.discovery.Leader()
-	if leader != "" {
+	// A session that ended without news of a newer term leaves gossip
+	// still naming the lost leader: asking it alone would wait out
+	// announcedLeaderWait on a manager that is dead or cut off, which is
+	// the whole grace a new leader gives this node.
+	stale := leader == lost.addr && term <= lost.term
+	if leader != "" && !stale {
 		// The leader gossip announces first, alone: every attempt is a TLS
 		// handshake, and a thousand agents asking every manager at once
 		// after a leader change make the survivors spend their CPU on

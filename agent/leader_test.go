@@ -169,9 +169,69 @@ func TestConnectDuringAnElection(t *testing.T) {
 	t.Cleanup(cancel)
 	cfg := Config{Name: "h1", DataDir: t.TempDir(), Managers: []string{lis.Addr().String()}, Executor: describeOnly{}, Creds: client}
 	a := newAgent(ctx, cfg, slog.New(slog.DiscardHandler))
-	_, err = a.connect(ctx)
+	_, err = a.connect(ctx, lostLeader{})
 	if err == nil || err.Error() != "no manager leads yet (an election is under way)" {
 		t.Errorf("connect: %v, want that no manager leads yet", err)
+	}
+}
+
+// acceptingDispatcher accepts every registration, as a leader does.
+type acceptingDispatcher struct {
+	skiffpb.UnimplementedDispatcherServer
+}
+
+func (acceptingDispatcher) Session(stream grpc.BidiStreamingServer[skiffpb.AgentMessage, skiffpb.ManagerMessage]) error {
+	if _, err := stream.Recv(); err != nil {
+		return err
+	}
+	if err := stream.Send(&skiffpb.ManagerMessage{Msg: &skiffpb.ManagerMessage_Accepted{Accepted: &skiffpb.SessionAccepted{NodeId: "n1"}}}); err != nil {
+		return err
+	}
+	<-stream.Context().Done()
+	return nil
+}
+
+// TestConnectSkipsTheLostLeader: when a session ends on the leader's
+// silence and gossip still names that leader, the agent asks every manager
+// at once rather than waiting on the lost one alone. Waiting cost a second
+// of a new leader's grace (CI, issue 19's failover test).
+func TestConnectSkipsTheLostLeader(t *testing.T) {
+	// The lost leader: connections are queued by the kernel and never
+	// answered, as with a host cut off after the handshake's SYN-ACK.
+	lostLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lostLis.Close() })
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, client := testCreds(t)
+	srv := grpc.NewServer(grpc.Creds(server))
+	skiffpb.RegisterDispatcherServer(srv, acceptingDispatcher{})
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+
+	lost, leader := lostLis.Addr().String(), lis.Addr().String()
+	d := newFakeDiscovery(lost, leader)
+	d.announce(lost, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	cfg := Config{Name: "h1", DataDir: t.TempDir(), Discovery: d, Executor: describeOnly{}, Creds: client}
+	a := newAgent(ctx, cfg, slog.New(slog.DiscardHandler))
+
+	start := time.Now()
+	est, err := a.connect(ctx, lostLeader{addr: lost, term: 4})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer est.close()
+	if est.addr != leader {
+		t.Errorf("session with %s, want the live manager %s", est.addr, leader)
+	}
+	if took := time.Since(start); took >= announcedLeaderWait {
+		t.Errorf("connect took %s: it waited on the lost leader alone", took)
 	}
 }
 
