@@ -151,6 +151,8 @@ type Agent struct {
 	mu       sync.Mutex
 	nodeID   string
 	managers []string // from the last SessionAccepted
+	// conns are the connections to the managers, kept across sessions.
+	conns *managerConns
 	// connected reports whether a session is up, for metrics.
 	connected bool
 
@@ -176,6 +178,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("list this node's containers: %w", err)
 	}
 	a := newAgent(ctx, cfg, logger)
+	defer a.conns.close()
 	a.worker.adopt(containers)
 	a.logger.Info("agent starting", "containers_found", len(containers))
 
@@ -227,6 +230,7 @@ func newAgent(ctx context.Context, cfg Config, logger *slog.Logger) *Agent {
 		overlay:   ov,
 		nodeID:    readNodeID(nodeIDPath(cfg.DataDir)),
 		managers:  cfg.Managers,
+		conns:     newManagerConns(cfg.Creds),
 		sessions:  prometheus.NewCounter(prometheus.CounterOpts{Name: "skiff_agent_sessions_total", Help: "Sessions opened with a leader."}),
 	}
 }
@@ -394,6 +398,11 @@ const maxAssignmentsMessage = 256 << 20
 func dial(addr string, creds credentials.TransportCredentials) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr,
 		grpc.WithTransportCredentials(creds),
+		// Never idle: the connection to a follower carries no call between
+		// registrations, and it is kept for the next leader change (see
+		// managerConns), which must not find it closed.
+		grpc.WithIdleTimeout(0),
+		grpc.WithSharedWriteBuffer(true),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxAssignmentsMessage)),
 		// Gossip may still list a leader that just died; a 2 s connect

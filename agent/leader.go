@@ -31,7 +31,6 @@ const registerTimeout = 5 * time.Second
 // established is a session the leader has accepted.
 type established struct {
 	addr   string
-	conn   *grpc.ClientConn
 	client skiffpb.DispatcherClient
 	stream grpc.BidiStreamingClient[skiffpb.AgentMessage, skiffpb.ManagerMessage]
 	acc    *skiffpb.SessionAccepted
@@ -39,9 +38,10 @@ type established struct {
 	cancel context.CancelFunc
 }
 
+// close ends the session; the connection stays for the next one (see
+// managerConns).
 func (e *established) close() {
 	e.cancel()
-	e.conn.Close()
 }
 
 // attempt is the outcome of registering with one manager.
@@ -96,6 +96,7 @@ func (a *Agent) connect(ctx context.Context, lost lostLeader) (*established, err
 		}
 	}
 	addrs := a.candidates()
+	a.conns.retain(addrs)
 	if len(addrs) == 0 {
 		return nil, errors.New("no manager known yet: gossip has not found one")
 	}
@@ -194,14 +195,18 @@ func (a *Agent) registerAny(ctx context.Context, addrs []string, reg *skiffpb.Re
 
 // register opens a session stream with the manager at addr and registers.
 func (a *Agent) register(ctx context.Context, addr string, reg *skiffpb.Register) attempt {
-	conn, err := dial(addr, a.cfg.Creds)
+	conn, err := a.conns.get(addr)
 	if err != nil {
 		return attempt{addr: addr, err: fmt.Errorf("dial: %w", err)}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	fail := func(err error) attempt {
 		cancel()
-		conn.Close()
+		// The connection may be dead without a word (a host cut off after
+		// the handshake), which only a failed call shows: the next attempt
+		// dials afresh, with a connect timeout. A live manager that failed
+		// the call costs one handshake.
+		a.conns.drop(addr)
 		return attempt{addr: addr, err: err}
 	}
 	// Only the registration is bounded; an accepted session lives on.
@@ -223,14 +228,13 @@ func (a *Agent) register(ctx context.Context, addr string, reg *skiffpb.Register
 	}
 	if r := first.GetRedirect(); r != nil {
 		cancel()
-		conn.Close()
 		return attempt{addr: addr, redirect: r.GetLeaderAddr()}
 	}
 	acc := first.GetAccepted()
 	if acc == nil {
 		return fail(fmt.Errorf("register: unexpected first message %T", first.GetMsg()))
 	}
-	return attempt{addr: addr, est: &established{addr: addr, conn: conn, client: client, stream: stream, acc: acc, cancel: cancel}}
+	return attempt{addr: addr, est: &established{addr: addr, client: client, stream: stream, acc: acc, cancel: cancel}}
 }
 
 // candidates lists the manager API addresses to try: the leader Discovery

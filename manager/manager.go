@@ -290,6 +290,11 @@ func (m *Manager) newAPIServer(fwd *forwarder) *grpc.Server {
 		// stretched to 5 s, thousands of frames a second.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 20 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
+		// Every agent keeps a connection to every manager, mostly idle on
+		// the followers (agent/conns.go): a write buffer held only while
+		// writing keeps the idle ones cheap.
+		grpc.SharedWriteBuffer(true),
+		grpc.ReadBufferSize(4<<10),
 	)
 	skiffpb.RegisterControlServer(srv, m.control)
 	skiffpb.RegisterDispatcherServer(srv, m.dispatch)
