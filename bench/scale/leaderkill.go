@@ -49,6 +49,10 @@ const (
 // the kill; a zero one was not reached.
 type killResult struct {
 	oldLeader, newLeader string
+	// reElected lists the leaders after the first new one, when the
+	// survivors held another election before every agent was back: the
+	// sessions are counted on whoever holds them.
+	reElected []string
 	// elected is when a surviving manager first named a new leader.
 	elected time.Duration
 	// reconnected90 and reconnected are when the new leader held a session
@@ -230,6 +234,15 @@ func leaderKill(ctx context.Context, s killSetup) (*killResult, error) {
 			return nil, err
 		}
 		n, err := scrapeGauge(ctx, metricsURL(newIdx), sessionsMetric)
+		// A manager that lost its term holds no sessions; the other
+		// survivor holding more means it leads now.
+		if m, oerr := scrapeGauge(ctx, metricsURL(other), sessionsMetric); oerr == nil && m > n {
+			newIdx, other = other, newIdx
+			newLeader, otherProc = otherProc, newLeader
+			r.reElected = append(r.reElected, fmt.Sprintf("m%d", newIdx+1))
+			s.logger.Info("the survivors elected another leader", "leader", fmt.Sprintf("m%d", newIdx+1))
+			n, err = m, nil
+		}
 		now := time.Since(killed)
 		if err == nil {
 			r.sessions = n

@@ -846,7 +846,7 @@ func killCells(k *killResult) []string {
 	}
 	// Two decimals: an election takes about a second.
 	at := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', 2, 64) + " s" }
-	elected := at(k.elected) + " (" + k.oldLeader + " → " + k.newLeader + ")"
+	elected := at(k.elected) + " (" + strings.Join(append([]string{k.oldLeader, k.newLeader}, k.reElected...), " → ") + ")"
 	if k.failure != "" {
 		// The wait for the agents ran out: what was reached, and the CPU
 		// until then, without a settled window to compare with.
