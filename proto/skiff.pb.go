@@ -1740,7 +1740,8 @@ type NetworkSpec struct {
 	// driver is "overlay", the only one skiff runs.
 	Driver string            `protobuf:"bytes,3,opt,name=driver,proto3" json:"driver,omitempty"`
 	Labels map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// internal networks get no routing mesh ingress.
+	// internal networks give their tasks no way out of the cluster: no
+	// default route through the host, and no masquerade (compose `internal`).
 	Internal   bool `protobuf:"varint,5,opt,name=internal,proto3" json:"internal,omitempty"`
 	Attachable bool `protobuf:"varint,6,opt,name=attachable,proto3" json:"attachable,omitempty"`
 	// subnet, when set, pins the network's subnet instead of drawing one from

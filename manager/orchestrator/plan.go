@@ -34,6 +34,10 @@ type plan struct {
 	wakeups []wakeup
 	// nodeMap indexes nodes by ID, built on first use.
 	nodeMap map[string]*skiffpb.Node
+	// attaching records the node addresses this plan allocated, by node
+	// and network ID, so that two tasks assigned to one node in one pass
+	// do not give it two.
+	attaching map[string]bool
 }
 
 // wakeup asks for a slot, or a whole service, to be reconciled again at a
@@ -98,6 +102,8 @@ func (p *plan) createTask(sv *skiffpb.Service, slot uint64, nodeID string, attem
 		st.State = skiffpb.TaskState_TASK_STATE_REJECTED
 		st.Message = "allocating addresses"
 		st.Err = err.Error()
+	} else if nodeID != "" {
+		p.attachNode(nodeID, t)
 	}
 	p.actions = append(p.actions, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_PutTask{PutTask: t}})
 	return t
@@ -134,6 +140,41 @@ func (p *plan) attach(t *skiffpb.Task, sv *skiffpb.Service) error {
 		t.Networks = append(t.Networks, &skiffpb.NetworkAttachment{NetworkId: n.GetId(), Address: addr.String(), Aliases: sn.GetAliases()})
 	}
 	return nil
+}
+
+// attachNode gives a node an address in each of the task's networks it
+// has none in yet, for a task assigned here rather than by placement (a
+// global service's, a rebalancing move's), as placement does for its own.
+// Without one the agent cannot build the network, and the task fails to
+// start.
+func (p *plan) attachNode(nodeID string, t *skiffpb.Task) {
+	n := p.nodeIndex()[nodeID]
+	if n == nil || p.ipam == nil {
+		return
+	}
+	have := map[string]bool{}
+	for _, a := range n.GetAttachments() {
+		have[a.GetNetworkId()] = true
+	}
+	for _, na := range t.GetNetworks() {
+		key := nodeID + "/" + na.GetNetworkId()
+		if have[na.GetNetworkId()] || p.attaching[key] {
+			continue
+		}
+		addr, err := p.ipam.Allocate(na.GetNetworkId())
+		if err != nil {
+			// The task fails to start and is retried; the next attempt
+			// asks again.
+			continue
+		}
+		if p.attaching == nil {
+			p.attaching = map[string]bool{}
+		}
+		p.attaching[key] = true
+		p.actions = append(p.actions, &skiffpb.StoreAction{Action: &skiffpb.StoreAction_NodeAttachment{NodeAttachment: &skiffpb.NodeAttachmentUpdate{
+			NodeId: nodeID, Attachment: &skiffpb.NetworkAttachment{NetworkId: na.GetNetworkId(), Address: addr.String()},
+		}}})
+	}
 }
 
 // meshAttachments gives every ready node an address in each network of a

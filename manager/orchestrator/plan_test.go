@@ -760,3 +760,34 @@ func TestDirtySet(t *testing.T) {
 		})
 	}
 }
+
+// TestGlobalTasksGiveTheirNodeAnAddress: a global service's tasks are
+// assigned here, not by placement, so the orchestrator gives each node its
+// own address in the task's networks, once; without it the agent cannot
+// build the network and every task fails to start (found by the egress
+// test, whose probe runs on every host).
+func TestGlobalTasksGiveTheirNodeAnAddress(t *testing.T) {
+	h := newHarness(t)
+	h.network("net1", "st_default", "10.0.1.0/24")
+	h.readyNode("n1")
+	h.readyNode("n2")
+	h.apply(&skiffpb.StoreAction{Action: &skiffpb.StoreAction_NodeAttachment{NodeAttachment: &skiffpb.NodeAttachmentUpdate{
+		NodeId: "n2", Attachment: &skiffpb.NetworkAttachment{NetworkId: "net1", Address: "10.0.1.9/24"},
+	}}})
+	h.ipam.MarkUsed("net1", netip.MustParseAddr("10.0.1.9"))
+	sv := global("probe")
+	sv.Spec.Networks = []*skiffpb.ServiceNetwork{{Target: "st_default"}}
+	h.putService(sv)
+
+	o := h.step()
+	var got []string
+	for _, a := range o.attach {
+		got = append(got, a.GetNodeId()+"@"+a.GetAttachment().GetNetworkId())
+	}
+	if want := []string{"n1@net1"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("attachments %v, want %v (n2 has its address already)", got, want)
+	}
+	if o := h.step(); len(o.attach) != 0 {
+		t.Errorf("second reconcile attached again: %v", o.attach)
+	}
+}

@@ -129,6 +129,9 @@ func (o *Orchestrator) rebalanceStep(ctx context.Context, pass bool) []wakeup {
 	p := &plan{now: o.now(), history: o.cfg.TaskHistory, updates: o.updates, ipam: o.cfg.IPAM}
 	var check []string
 	o.store.View(func(tx state.ReadTx) {
+		// A move's new task may land on a node with no address yet in the
+		// service's networks (plan.attachNode).
+		p.nodes = tx.Nodes()
 		check = r.followMoves(p, tx)
 		if pass {
 			check = r.startPass(p, tx)

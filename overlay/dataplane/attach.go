@@ -32,6 +32,10 @@ type Attachment struct {
 	// IfName is the interface's name in the sandbox; DefaultIfName when
 	// empty. Give each network of a task its own (eth0, eth1, …).
 	IfName string
+	// Gateway, when set, becomes the sandbox's default route, through
+	// this interface: the host's own address in the network, for egress
+	// (see egress.go). At most one of a task's attachments has one.
+	Gateway netip.Addr
 }
 
 func (a *Attachment) check() error {
@@ -49,6 +53,9 @@ func (a *Attachment) check() error {
 	}
 	if a.IfName == "" {
 		a.IfName = DefaultIfName
+	}
+	if a.Gateway.IsValid() && !a.Addr.Masked().Contains(a.Gateway) {
+		return fmt.Errorf("attach task %s (vni %d): gateway %s is outside the task's subnet %s", a.TaskID, a.VNI, a.Gateway, a.Addr.Masked())
 	}
 	if len(a.IfName) > maxIfName {
 		return fmt.Errorf("attach task %s (vni %d): interface name %q is longer than %d bytes", a.TaskID, a.VNI, a.IfName, maxIfName)
@@ -265,6 +272,12 @@ func (p *Plane) configureSandbox(sb *netlink.Handle, peer netlink.Link, a Attach
 	}
 	if err := setUp(sb, peer); err != nil {
 		return err
+	}
+	if a.Gateway.IsValid() {
+		route := &netlink.Route{LinkIndex: peer.Attrs().Index, Gw: a.Gateway.AsSlice(), Scope: netlink.SCOPE_UNIVERSE}
+		if err := sb.RouteReplace(route); err != nil {
+			return fmt.Errorf("set default route via %s on %s: %w", a.Gateway, a.IfName, err)
+		}
 	}
 	lo, err := sb.LinkByName("lo")
 	if err != nil {

@@ -52,7 +52,7 @@ func (p *Plane) Cleanup(keepNetworks map[uint32]bool, keepTasks map[string]bool)
 			}
 		}
 	}
-	if err := p.syncIsolation(); err != nil {
+	if err := p.syncRules(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {

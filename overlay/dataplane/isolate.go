@@ -175,3 +175,12 @@ func ifname(name string) []byte {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// syncRules brings both of the Plane's nftables tables in line with its
+// devices.
+func (p *Plane) syncRules() error {
+	if err := p.syncIsolation(); err != nil {
+		return err
+	}
+	return p.syncEgress()
+}

@@ -26,6 +26,9 @@ type Network struct {
 	// to listen; the bridge's MAC is overlay.MAC of it, so that other hosts
 	// can program a neighbour entry for it as for any endpoint.
 	HostAddr netip.Prefix
+	// Internal networks give their tasks no way out of the cluster (see
+	// egress.go).
+	Internal bool
 }
 
 func (n Network) check() error {
@@ -70,7 +73,7 @@ func (p *Plane) EnsureNetwork(n Network) error {
 	if err := setUp(p.h, br); err != nil {
 		return fmt.Errorf("network %s (vni %d): %w", n.ID, n.VNI, err)
 	}
-	if err := p.syncIsolation(); err != nil {
+	if err := p.syncRules(); err != nil {
 		return fmt.Errorf("network %s (vni %d): %w", n.ID, n.VNI, err)
 	}
 	log.Debug("network ensured", "bridge", br.Attrs().Name, "vxlan", vx.Attrs().Name, "host_addr", n.HostAddr)
@@ -116,6 +119,18 @@ func (p *Plane) ensureBridge(n Network) (netlink.Link, error) {
 		if err := p.h.LinkSetHardwareAddr(link, mac); err != nil {
 			return nil, fmt.Errorf("set mac %s on bridge %s (vni %d): %w", mac, name, n.VNI, err)
 		}
+	}
+	// The alias is where the egress rules read whether the network is
+	// internal, so that they can be derived from the devices alone.
+	alias := ""
+	if n.Internal {
+		alias = internalAlias
+	}
+	if link.Attrs().Alias != alias {
+		if err := p.h.LinkSetAlias(link, alias); err != nil {
+			return nil, fmt.Errorf("mark bridge %s (vni %d) internal=%t: %w", name, n.VNI, n.Internal, err)
+		}
+		link.Attrs().Alias = alias
 	}
 	return link, nil
 }
@@ -282,7 +297,7 @@ func (p *Plane) RemoveNetwork(vni uint32) error {
 			return err
 		}
 	}
-	if err := p.syncIsolation(); err != nil {
+	if err := p.syncRules(); err != nil {
 		return fmt.Errorf("remove network vni %d: %w", vni, err)
 	}
 	return nil

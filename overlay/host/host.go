@@ -275,7 +275,7 @@ func (h *Host) ensureNetworkLocked(nw *network) {
 		return
 	}
 	vni := nw.net.GetVni()
-	if err := h.plane.EnsureNetwork(dataplane.Network{ID: nw.net.GetId(), VNI: vni, HostAddr: nw.hostAddr}); err != nil {
+	if err := h.plane.EnsureNetwork(dataplane.Network{ID: nw.net.GetId(), VNI: vni, HostAddr: nw.hostAddr, Internal: nw.net.GetSpec().GetInternal()}); err != nil {
 		h.logger.Error("build network", "network", nw.net.GetSpec().GetName(), "vni", vni, "error", err)
 		return
 	}
@@ -324,6 +324,10 @@ func (h *Host) Plumb(ctx context.Context, a *skiffpb.Assignment, nsPath string) 
 	for _, n := range a.GetNetworks() {
 		byID[n.GetId()] = n
 	}
+	// The task leaves the cluster through its host's address on its first
+	// network that is not internal, as Docker routes a container through
+	// the gateway of its first network that has one.
+	gateway := false
 	for i, na := range a.GetTask().GetNetworks() {
 		nw := h.networks[na.GetNetworkId()]
 		if nw == nil {
@@ -345,9 +349,13 @@ func (h *Host) Plumb(ctx context.Context, a *skiffpb.Assignment, nsPath string) 
 		if err != nil {
 			return fmt.Errorf("task %s: address %q: %w", a.GetTask().GetId(), na.GetAddress(), err)
 		}
-		if err := h.plane.Attach(dataplane.Attachment{
+		att := dataplane.Attachment{
 			TaskID: a.GetTask().GetId(), VNI: nw.net.GetVni(), NetNSPath: nsPath, Addr: addr, IfName: fmt.Sprintf("eth%d", i),
-		}); err != nil {
+		}
+		if !gateway && !nw.net.GetSpec().GetInternal() {
+			att.Gateway, gateway = nw.hostAddr.Addr(), true
+		}
+		if err := h.plane.Attach(att); err != nil {
 			return err
 		}
 	}
