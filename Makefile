@@ -2,8 +2,13 @@
 # running Docker engine; deploy/install-deps installs the rest.
 
 GO      ?= go
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X github.com/skiffhq/skiff/version.Version=$(VERSION)
+# The version the binaries report (skiff version, --version): the nearest tag,
+# with the commits since it, the commit and -dirty when the tree is not that
+# tag's (v0.3.0, v0.3.0-4-gabc1234-dirty). Without git, or outside a clone,
+# nothing is stamped and the binaries fall back to what the go command
+# recorded, else "dev" (package version). `make VERSION=v0.3.0` overrides it.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+LDFLAGS := -s -w $(if $(VERSION),-X github.com/skiffhq/skiff/version.Version=$(VERSION))
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
 
 # Pinned code generators: make generate reproduces proto/*.pb.go byte for byte

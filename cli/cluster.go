@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sort"
 	"text/tabwriter"
 	"time"
@@ -35,6 +36,16 @@ func (a *app) joinTokenCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Where the printed command joins, found before a rotation so
+			// that a failure here rotates nothing.
+			var join string
+			if !quiet {
+				info, err := ctl.ClusterInfo(cmd.Context(), &skiffpb.ClusterInfoRequest{})
+				if err != nil {
+					return err
+				}
+				join = net.JoinHostPort(joinHost(a.conn.currentAddr(), info), "7947")
+			}
 			resp, err := ctl.JoinTokens(cmd.Context(), &skiffpb.JoinTokensRequest{
 				RotateWorker: rotate && role == "worker", RotateManager: rotate && role == "manager",
 			})
@@ -52,13 +63,12 @@ func (a *app) joinTokenCommand() *cobra.Command {
 			if rotate {
 				fmt.Fprintf(a.stdout(), "Successfully rotated %s join token.\n\n", role)
 			}
-			// A manager's gossip port, on the host the CLI reached.
-			host, _, _ := net.SplitHostPort(a.conn.currentAddr())
-			join := net.JoinHostPort(host, "7947")
+			// --advertise-addr is left out, as docker's join command
+			// leaves it out: it defaults to the joiner's default route.
 			if role == "worker" {
-				fmt.Fprintf(a.stdout(), "To add a worker to this cluster, run the following command on its host:\n\n    skiff-agent --name NAME --data-dir DIR --advertise-addr IP --join %s --token %s\n\n", join, token)
+				fmt.Fprintf(a.stdout(), "To add a worker to this cluster, run the following command on its host:\n\n    skiff-agent --name NAME --data-dir DIR --join %s --token %s\n\n", join, token)
 			} else {
-				fmt.Fprintf(a.stdout(), "To add a manager to this cluster, run the following command on its host:\n\n    skiff-manager --name NAME --data-dir DIR --advertise-addr IP --join %s --token %s\n\n", join, token)
+				fmt.Fprintf(a.stdout(), "To add a manager to this cluster, run the following command on its host:\n\n    skiff-manager --name NAME --data-dir DIR --join %s --token %s\n\n", join, token)
 			}
 			return nil
 		},
@@ -66,6 +76,44 @@ func (a *app) joinTokenCommand() *cobra.Command {
 	cmd.Flags().BoolVar(&rotate, "rotate", false, "Rotate join token")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "Only display token")
 	return cmd
+}
+
+// joinHost is the host of the gossip address a join command names: that
+// of the manager the CLI reached, which is the one the user knows, unless
+// it was reached on loopback (the local address a manager also serves
+// on), which means nothing on another host; then the leader's advertised
+// address, or any manager's.
+func joinHost(current string, info *skiffpb.ClusterInfoResponse) string {
+	host, _, err := net.SplitHostPort(current)
+	if err != nil {
+		host = current
+	}
+	if ip, err := netip.ParseAddr(host); host != "localhost" && (err != nil || !ip.IsLoopback()) {
+		return host
+	}
+	var other string
+	for _, m := range info.GetManagers() {
+		// A manager's Raft, API and gossip ports share its advertised
+		// address, and the API address is recorded only once it is known.
+		addr := m.GetApiAddr()
+		if addr == "" {
+			addr = m.GetRaftAddr()
+		}
+		h, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			continue
+		}
+		if m.GetLeader() {
+			return h
+		}
+		if other == "" {
+			other = h
+		}
+	}
+	if other != "" {
+		return other
+	}
+	return host
 }
 
 // clusterUpdateCommand changes cluster-wide settings.

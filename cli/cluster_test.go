@@ -578,7 +578,7 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{[]string{"service", "scale", "web"}, `invalid scale specifier "web": expected format is SERVICE=REPLICAS`},
 		{[]string{"service", "ps"}, `"skiff service ps" requires at least 1 argument.`},
-		{[]string{"node", "lss"}, `unknown command "lss" for "skiff node"`},
+		{[]string{"node", "lss"}, `skiff: unknown command: skiff node lss`},
 		{[]string{"node", "ls", "--bogus"}, "unknown flag: --bogus"},
 		{[]string{"node", "update", "h1"}, "nothing to update"},
 		{[]string{"cluster", "update"}, "nothing to update: give --cert-expiry or --rotate-gossip-key"},

@@ -131,6 +131,39 @@ func (e *unreachableError) GRPCStatus() *status.Status {
 	return status.New(codes.Unavailable, e.Error())
 }
 
+// commandError is a command line that names no command of skiff's. Its
+// message is whole as docker words it, so ErrorText prints it without the
+// "Error:" that other errors get.
+type commandError struct{ msg string }
+
+func (e *commandError) Error() string { return e.msg }
+
+// unknownCommand is the root's error for `skiff nosuch`, worded as docker
+// worded its own until version 28 (`docker: 'nosuch' is not a docker
+// command.`), which is the wording design.md §3 fixes.
+func unknownCommand(root *cobra.Command, name string) error {
+	return &commandError{fmt.Sprintf("%[1]s: '%[2]s' is not a %[1]s command.\nSee '%[1]s --help'", root.Name(), name)}
+}
+
+// unknownSubcommand is a group's error for `skiff service nosuch`. Docker
+// until version 28 printed only the group's usage for it; docker 28 says
+// which command is unknown, and that is mirrored here.
+func unknownSubcommand(group *cobra.Command, name string) error {
+	return &commandError{fmt.Sprintf("%s: unknown command: %s %s\n\nUsage:  %s\n\nRun '%s --help' for more information",
+		group.Root().Name(), group.CommandPath(), name, group.UseLine(), group.CommandPath())}
+}
+
+// ErrorText is an error of Execute as the user reads it on stderr: most
+// read "Error: " and the message, but an unknown command reads exactly as
+// docker's does.
+func ErrorText(err error) string {
+	var ce *commandError
+	if errors.As(err, &ce) {
+		return ce.msg
+	}
+	return "Error: " + err.Error()
+}
+
 // usageError is a command line the CLI cannot run, worded as docker words
 // it, with a pointer to the command's help.
 func usageError(cmd *cobra.Command, format string, args ...any) error {

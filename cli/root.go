@@ -119,9 +119,17 @@ func (a *app) rootCommand() *cobra.Command {
 		Short: "Run docker-compose stacks on a skiff cluster",
 		Long: "skiff runs docker-compose files on a cluster of hosts, as Docker Swarm does.\n\n" +
 			"It talks to a manager given with --manager or SKIFF_MANAGER (HOST:PORT, comma-separated\n" +
-			"for several; the next is tried when one is down).",
-		Version:           version.Version,
-		Args:              cobra.NoArgs,
+			"for several; the next is tried when one is down), else to the manager on this host.",
+		Version: version.Version,
+		// Without a RunE, cobra answers an unknown command with the help
+		// and exit status 0, so a typo in a script would pass unnoticed.
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return unknownCommand(cmd, args[0])
+			}
+			return cmd.Help()
+		},
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
@@ -161,7 +169,7 @@ func groupCommand(use, short string, subs ...*cobra.Command) *cobra.Command {
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return usageError(cmd, "unknown command %q for %q", args[0], cmd.CommandPath())
+				return unknownSubcommand(cmd, args[0])
 			}
 			return cmd.Help()
 		},

@@ -42,6 +42,13 @@ type Config struct {
 	APIPort       int
 	RaftPort      int
 	GossipPort    int
+	// LocalAPIAddr, when set, is a second address the API is served on,
+	// for the CLI on this host: skiff-manager sets it to loopback at the
+	// API port, where the CLI looks when it is given no manager. It is
+	// served by the same server, under the same mutual TLS, as the
+	// advertised address. An address that cannot be listened on is logged
+	// and left out: the manager's job does not depend on it.
+	LocalAPIAddr string
 	// Join lists gossip addresses (host:port) of existing members. With an
 	// empty data dir, the manager joins their cluster instead of creating
 	// one.
@@ -193,13 +200,15 @@ func Run(ctx context.Context, cfg Config) error {
 	m.members.pool = pool
 	defer m.leaveGossip(ctx)
 
-	lis, err := net.Listen("tcp", cfg.APIAddr())
+	lis, err := m.listenAPI()
 	if err != nil {
-		return fmt.Errorf("listen for the API on %s: %w", cfg.APIAddr(), err)
+		return err
 	}
 	debug, err := m.listenDebug()
 	if err != nil {
-		lis.Close()
+		for _, l := range lis {
+			l.Close()
+		}
 		return err
 	}
 	fwd := newForwarder(m.clientCreds(), node.IsLeader, m.members.leaderAPIAddr)
@@ -210,22 +219,44 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
+// listenAPI listens on the advertised API address, and on the local one
+// when there is one and it is free.
+func (m *Manager) listenAPI() ([]net.Listener, error) {
+	lis, err := net.Listen("tcp", m.cfg.APIAddr())
+	if err != nil {
+		return nil, fmt.Errorf("listen for the API on %s: %w", m.cfg.APIAddr(), err)
+	}
+	if m.cfg.LocalAPIAddr == "" {
+		return []net.Listener{lis}, nil
+	}
+	local, err := net.Listen("tcp", m.cfg.LocalAPIAddr)
+	if err != nil {
+		m.logger.Warn("the API is not served on the local address too: the CLI on this host needs --manager "+m.cfg.APIAddr(),
+			"local_api", m.cfg.LocalAPIAddr, "error", err)
+		return []net.Listener{lis}, nil
+	}
+	m.logger.Info("the API is also served on the local address, for the CLI on this host", "local_api", m.cfg.LocalAPIAddr)
+	return []net.Listener{lis, local}, nil
+}
+
 // serve runs the manager's parts until ctx ends or the API server fails.
 // Then, unless ctx ended with ErrCrash, a leader hands over before
 // anything stops: its parts run on a context of their own, which ends only
 // after the hand-off.
-func (m *Manager) serve(ctx context.Context, lis net.Listener, debug []*debugserver.Server, fwd *forwarder, join bool) error {
+func (m *Manager) serve(ctx context.Context, lis []net.Listener, debug []*debugserver.Server, fwd *forwarder, join bool) error {
 	srv := m.newAPIServer(fwd)
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRun()
 	// failed ends when the API server fails; nothing else returns an error.
 	g, failed := errgroup.WithContext(runCtx)
-	g.Go(func() error {
-		if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			return fmt.Errorf("serve API: %w", err)
-		}
-		return nil
-	})
+	for _, l := range lis {
+		g.Go(func() error {
+			if err := srv.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				return fmt.Errorf("serve API on %s: %w", l.Addr(), err)
+			}
+			return nil
+		})
+	}
 	for _, d := range debug {
 		g.Go(func() error {
 			// The debug endpoints are for people; losing one must not

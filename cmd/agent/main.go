@@ -25,6 +25,7 @@ import (
 	"github.com/skiffhq/skiff/agent/docker"
 	"github.com/skiffhq/skiff/agent/netinit"
 	"github.com/skiffhq/skiff/internal/envflag"
+	"github.com/skiffhq/skiff/internal/hostaddr"
 	"github.com/skiffhq/skiff/internal/logging"
 	"github.com/skiffhq/skiff/overlay/host"
 	"github.com/skiffhq/skiff/version"
@@ -48,7 +49,7 @@ func newCommand() *cobra.Command {
 	var gossipPort int
 	var dockerHost, logFormat, logLevel, token string
 	cmd := &cobra.Command{
-		Use:           "skiff-agent --name NAME --data-dir DIR --advertise-addr IP --join HOST:PORT",
+		Use:           "skiff-agent --name NAME --data-dir DIR [--advertise-addr IP] --join HOST:PORT",
 		Short:         "Run a skiff agent",
 		Version:       version.Version,
 		Args:          cobra.NoArgs,
@@ -63,6 +64,9 @@ func newCommand() *cobra.Command {
 				return err
 			}
 			cfg.Logger = logger
+			if cfg.AdvertiseAddr, err = hostaddr.Advertise(cfg.AdvertiseAddr, logger); err != nil {
+				return err
+			}
 			seeds := splitList(join)
 			cfg.Labels = map[string]string{}
 			for _, l := range labels {
@@ -131,7 +135,7 @@ func newCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&cfg.Name, "name", "", "node name, unique in the cluster (the same as this host's manager, if any)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the agent's state")
-	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "IP address other hosts reach this one at")
+	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "IP address other hosts reach this one at (default: the first IPv4 address of the default route's interface)")
 	f.StringSliceVar(&join, "join", nil, "gossip addresses (HOST:PORT) of any managers or agents")
 	f.IntVar(&gossipPort, "gossip-port", 7946, "port of the gossip pool")
 	f.StringVar(&token, "token", "", "worker join token, needed only for the first join (env SKIFF_JOIN_TOKEN); print it with: skiff cluster join-token worker")

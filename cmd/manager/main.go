@@ -6,8 +6,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -15,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/skiffhq/skiff/internal/envflag"
+	"github.com/skiffhq/skiff/internal/hostaddr"
 	"github.com/skiffhq/skiff/internal/logging"
 	"github.com/skiffhq/skiff/manager"
 	"github.com/skiffhq/skiff/version"
@@ -32,7 +36,7 @@ func newCommand() *cobra.Command {
 	var join []string
 	var logFormat, logLevel string
 	cmd := &cobra.Command{
-		Use:           "skiff-manager --name NAME --data-dir DIR --advertise-addr IP",
+		Use:           "skiff-manager --name NAME --data-dir DIR [--advertise-addr IP]",
 		Short:         "Run a skiff manager",
 		Version:       version.Version,
 		Args:          cobra.NoArgs,
@@ -47,6 +51,10 @@ func newCommand() *cobra.Command {
 				return err
 			}
 			cfg.Logger = logger
+			if cfg.AdvertiseAddr, err = hostaddr.Advertise(cfg.AdvertiseAddr, logger); err != nil {
+				return err
+			}
+			cfg.LocalAPIAddr = localAPIAddr(cfg.AdvertiseAddr, cfg.APIPort)
 			for _, j := range join {
 				for _, part := range strings.Split(j, ",") {
 					if part = strings.TrimSpace(part); part != "" {
@@ -70,7 +78,7 @@ func newCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&cfg.Name, "name", "", "node name, unique in the cluster (the same as this host's agent)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the Raft log and snapshots")
-	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "IP address other hosts reach this manager at")
+	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "IP address other hosts reach this manager at (default: the first IPv4 address of the default route's interface)")
 	f.IntVar(&cfg.APIPort, "api-port", 4242, "port of the Control and Dispatcher gRPC APIs")
 	f.IntVar(&cfg.RaftPort, "raft-port", 4243, "port of the Raft transport")
 	f.IntVar(&cfg.GossipPort, "gossip-port", 7947, "port of the gossip pool")
@@ -88,4 +96,18 @@ func newCommand() *cobra.Command {
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
+}
+
+// localAPIAddr is where the manager also serves its API so that the CLI on
+// this host reaches it with no --manager: loopback, where the CLI looks by
+// default, at the API port. There is none when the API is already served
+// on a loopback or wildcard address, which a second listener would clash
+// with, or, for several managers on one host (bench/scale gives each its
+// own 127.0.0.x), steal another manager's port.
+func localAPIAddr(advertise string, apiPort int) string {
+	ip, err := netip.ParseAddr(advertise)
+	if err != nil || ip.IsLoopback() || ip.IsUnspecified() {
+		return ""
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(apiPort))
 }

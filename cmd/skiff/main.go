@@ -21,7 +21,7 @@ func main() {
 	err := cli.Execute(ctx, cli.SystemEnv(), os.Args[1:])
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "Error:", err)
+		fmt.Fprintln(os.Stderr, cli.ErrorText(err))
 		os.Exit(1)
 	}
 }
