@@ -17,7 +17,7 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 TOOLS := $(CURDIR)/bin/tools
 
-.PHONY: all deps build images generate test test-unit test-e2e bench bench-scale lint clean demo
+.PHONY: all deps build images generate test test-unit test-e2e bench bench-scale lint clean demo install
 
 all: build
 
@@ -25,6 +25,17 @@ build:
 	$(GOBUILD) -o bin/skiff ./cmd/skiff
 	$(GOBUILD) -o bin/skiff-manager ./cmd/manager
 	$(GOBUILD) -o bin/skiff-agent ./cmd/agent
+
+# Puts bin/ (make build first: install builds nothing, so that it can run as
+# root without Go) in PREFIX/bin, the systemd units in UNITDIR, and the
+# environment files in SYSCONFDIR/skiff where none exist; DESTDIR stages it
+# all. See deploy/install and docs/install.md.
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR    ?= /etc/systemd/system
+
+install:
+	DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' SYSCONFDIR='$(SYSCONFDIR)' UNITDIR='$(UNITDIR)' deploy/install
 
 # Test images (skiff-test/*) as docker-save tarballs in bin/images.
 images:

@@ -182,5 +182,23 @@ func (p *Plane) syncRules() error {
 	if err := p.syncIsolation(); err != nil {
 		return err
 	}
-	return p.syncEgress()
+	if err := p.syncEgress(); err != nil {
+		return err
+	}
+	if p.fw == nil {
+		return nil
+	}
+	vnis, err := p.networks()
+	if err != nil {
+		return fmt.Errorf("host firewall: %w", err)
+	}
+	if len(vnis) > 0 {
+		err = p.fw.Open()
+	} else {
+		err = p.fw.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("host firewall: %w", err)
+	}
+	return nil
 }

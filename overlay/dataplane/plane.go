@@ -34,6 +34,16 @@ type Config struct {
 	// Logger receives a record of every change to the host; slog.Default()
 	// when nil.
 	Logger *slog.Logger
+	// Firewall, when set, is opened while the Plane has networks and
+	// closed when it has none: the host firewall's FORWARD chain, which on
+	// a stock Docker host drops what is not accepted (overlay/hostfw).
+	Firewall Firewall
+}
+
+// Firewall is a host firewall that must let the Plane's bridges forward.
+type Firewall interface {
+	Open() error
+	Close() error
 }
 
 // Plane builds and tears down the overlay's devices in one network
@@ -51,6 +61,8 @@ type Plane struct {
 	// is an rtnetlink socket inside it.
 	ns netns.NsHandle
 	h  *netlink.Handle
+
+	fw Firewall
 }
 
 // New opens the Plane's namespace and reads the underlay MTU from the link
@@ -67,7 +79,7 @@ func New(cfg Config) (*Plane, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	p := &Plane{vtep: cfg.VTEP, names: nm, log: log.With("component", "dataplane")}
+	p := &Plane{vtep: cfg.VTEP, names: nm, log: log.With("component", "dataplane"), fw: cfg.Firewall}
 
 	if cfg.NetNSPath == "" {
 		p.ns, err = netns.Get()

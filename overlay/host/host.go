@@ -19,6 +19,7 @@ package host
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -34,6 +35,7 @@ import (
 	"github.com/skiffhq/skiff/overlay"
 	"github.com/skiffhq/skiff/overlay/dataplane"
 	"github.com/skiffhq/skiff/overlay/endpoints"
+	"github.com/skiffhq/skiff/overlay/hostfw"
 	"github.com/skiffhq/skiff/overlay/mesh"
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
@@ -122,7 +124,19 @@ func New(cfg Config) (*Host, error) {
 
 		hostPorts: map[string]hostPorts{},
 	}
-	plane, err := dataplane.New(dataplane.Config{VTEP: cfg.VTEP, Logger: cfg.Logger})
+	pcfg := dataplane.Config{VTEP: cfg.VTEP, Logger: cfg.Logger}
+	fw, err := hostfw.New(dataplane.DefaultPrefix+"-br-", cfg.Logger)
+	switch {
+	case err == nil:
+		pcfg.Firewall = fw
+	case errors.Is(err, hostfw.ErrNoIptables):
+		// Nothing to open: without iptables no FORWARD policy of its
+		// drops anything.
+		cfg.Logger.Info("no iptables on this host; skiff adds no accept rules", "error", err)
+	default:
+		return nil, err
+	}
+	plane, err := dataplane.New(pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("overlay data plane: %w", err)
 	}
