@@ -106,6 +106,11 @@ func TestUnits(t *testing.T) {
 			wants := []string{"network-online.target"}
 			if d == "agent" {
 				wants = append(wants, "docker.service")
+				// dockerd bind-mounts files the agent writes (a task's
+				// resolv.conf) into tasks that may run as any user.
+				if len(u["UMask"]) > 0 {
+					t.Errorf("UMask=%s: the files the agent writes for tasks must stay readable by their users", u["UMask"])
+				}
 			}
 			for _, w := range wants {
 				if !slices.Contains(u.words("After"), w) || !slices.Contains(u.words("Wants"), w) {
