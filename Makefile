@@ -63,8 +63,11 @@ test-unit:
 	cd testdata/images && $(GO) test -count=1 ./...
 
 # End-to-end tests drive deploy/testbed: they need root, iproute2 and dockerd.
+# The suite runs on stock engines (the testbed's default: docker0, iptables,
+# FORWARD DROP), and the tutorial journey once more on bare ones.
 test-e2e: build images
 	$(GO) test -tags e2e -count=1 -p 1 -timeout 40m -v ./e2e/...
+	SKIFF_TESTBED_ENGINE=bare $(GO) test -tags e2e -count=1 -p 1 -timeout 10m -v -run 'TestTutorialJourney' ./e2e/
 
 bench: deps build images
 	bench/run

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +49,10 @@ type Config struct {
 	// task containers as their network init: the agent's own binary, which
 	// runs netinit.Main when started under that name.
 	InitPath string
+	// StateDir is where the executor keeps files of its own for networked
+	// tasks (their resolv.conf, see network.go); required with Network. It
+	// must be a host path the engine can bind-mount from.
+	StateDir string
 	// Logger receives the executor's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -62,6 +67,7 @@ type Executor struct {
 	// overlay.
 	network  Network
 	initPath string
+	stateDir string
 	// netMode is Config.NetworkMode: empty until ready picks isolatedMode.
 	netMode string
 
@@ -90,6 +96,9 @@ func New(cfg Config) (*Executor, error) {
 	if cfg.Network != nil && cfg.InitPath == "" {
 		return nil, errors.New("docker executor: a network needs the network init's path (InitPath)")
 	}
+	if cfg.Network != nil && cfg.StateDir == "" {
+		return nil, errors.New("docker executor: a network needs a directory for the tasks' resolv.conf (StateDir)")
+	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -108,6 +117,7 @@ func New(cfg Config) (*Executor, error) {
 		log:      logger.With("component", "docker-executor", "node", cfg.Node),
 		network:  cfg.Network,
 		initPath: cfg.InitPath,
+		stateDir: cfg.StateDir,
 		netMode:  cfg.NetworkMode,
 		pending:  map[string]prepared{},
 	}, nil
@@ -335,6 +345,9 @@ func (e *Executor) Remove(ctx context.Context, taskID string) error {
 	if e.network != nil {
 		if err := e.network.Unplumb(ctx, taskID); err != nil {
 			return fmt.Errorf("unplumb task %s: %w", taskID, err)
+		}
+		if err := os.Remove(e.resolvConfPath(taskID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove resolv.conf of task %s: %w", taskID, err)
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -117,7 +118,8 @@ func TestNetworkedTaskRunsAfterPlumbing(t *testing.T) {
 		t.Skip("needs root to enter a container's network namespace")
 	}
 	nw := &vethNetwork{delay: 300 * time.Millisecond, plumbedAt: map[string]time.Time{}}
-	h := newHarnessWith(t, Config{Node: "test-node-" + randID(t), Network: nw, InitPath: initBinary})
+	stateDir := t.TempDir()
+	h := newHarnessWith(t, Config{Node: "test-node-" + randID(t), Network: nw, InitPath: initBinary, StateDir: stateDir})
 	evs := h.events()
 	a := h.assignment("sleep")
 	a.Task.Networks = []*skiffpb.NetworkAttachment{{NetworkId: "n1", Address: "198.18.99.5/24"}}
@@ -131,8 +133,18 @@ func TestNetworkedTaskRunsAfterPlumbing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.HostConfig.NetworkMode != "none" || len(info.HostConfig.DNS) == 0 || info.HostConfig.DNS[0] != "198.18.99.1" {
-		t.Errorf("network mode %q, dns %v; want none and the node's DNS first", info.HostConfig.NetworkMode, info.HostConfig.DNS)
+	// No engine networking at all: no libnetwork sandbox, hence no
+	// network of the engine's joined.
+	if !info.Config.NetworkDisabled || len(info.NetworkSettings.Networks) != 0 {
+		t.Errorf("network disabled %t, networks %v; want the engine's networking off", info.Config.NetworkDisabled, info.NetworkSettings.Networks)
+	}
+	// The task's resolv.conf is the executor's, with the node's DNS.
+	resolv, err := os.ReadFile("/proc/" + strconv.Itoa(info.State.Pid) + "/root/etc/resolv.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(resolv), "nameserver 198.18.99.1\n") {
+		t.Errorf("the container's resolv.conf has no nameserver 198.18.99.1:\n%s", resolv)
 	}
 	if got := []string(info.Config.Entrypoint); len(got) < 1 || got[0] != netinit.Path {
 		t.Errorf("entrypoint %v does not start with the network init", got)
@@ -191,16 +203,22 @@ func TestNetworkedTaskRunsAfterPlumbing(t *testing.T) {
 	if _, err := h.raw.ContainerInspect(ctx, st.GetContainerId()); err == nil {
 		t.Error("container survived Remove")
 	}
+	if left, _ := filepath.Glob(filepath.Join(stateDir, "resolv", "*")); len(left) != 0 {
+		t.Errorf("Remove left %v behind", left)
+	}
 }
 
 // TestNewNeedsInitForNetwork: an executor given a network but no network
 // init could not start a networked task, so it is refused when built rather
 // than when such a task arrives.
 func TestNewNeedsInitForNetwork(t *testing.T) {
-	if _, err := New(Config{Node: "n1", Network: &vethNetwork{}}); err == nil {
+	if _, err := New(Config{Node: "n1", Network: &vethNetwork{}, StateDir: t.TempDir()}); err == nil {
 		t.Error("New with a Network and no InitPath succeeded")
 	}
-	ex, err := New(Config{Node: "n1", Network: &vethNetwork{}, InitPath: "/bin/true"})
+	if _, err := New(Config{Node: "n1", Network: &vethNetwork{}, InitPath: "/bin/true"}); err == nil {
+		t.Error("New with a Network and no StateDir succeeded")
+	}
+	ex, err := New(Config{Node: "n1", Network: &vethNetwork{}, InitPath: "/bin/true", StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

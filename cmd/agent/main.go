@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -108,7 +109,10 @@ func newCommand() *cobra.Command {
 			// Ownership labels carry the node name: it is unique in the
 			// cluster and known before the first session, so a restarted
 			// agent finds its containers even before it reaches a leader.
-			exec, err := docker.New(docker.Config{Host: dockerHost, Node: cfg.Name, Network: ov, InitPath: self, Logger: logger})
+			exec, err := docker.New(docker.Config{
+				Host: dockerHost, Node: cfg.Name, Network: ov, InitPath: self,
+				StateDir: filepath.Join(cfg.DataDir, "tasks"), Logger: logger,
+			})
 			if err != nil {
 				return err
 			}
