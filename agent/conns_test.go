@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"google.golang.org/grpc"
 
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
@@ -37,11 +36,7 @@ func TestSessionsReuseTheirConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	lis := &countingListener{Listener: inner}
-	server, client := testCreds(t)
-	srv := grpc.NewServer(grpc.Creds(server))
-	skiffpb.RegisterDispatcherServer(srv, acceptingDispatcher{})
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
+	client := serveDispatcher(t, lis, acceptingDispatcher{})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)

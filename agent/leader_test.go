@@ -159,11 +159,7 @@ func TestConnectDuringAnElection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, client := testCreds(t)
-	srv := grpc.NewServer(grpc.Creds(server))
-	skiffpb.RegisterDispatcherServer(srv, noLeaderDispatcher{})
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
+	client := serveDispatcher(t, lis, noLeaderDispatcher{})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -207,11 +203,7 @@ func TestConnectSkipsTheLostLeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, client := testCreds(t)
-	srv := grpc.NewServer(grpc.Creds(server))
-	skiffpb.RegisterDispatcherServer(srv, acceptingDispatcher{})
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
+	client := serveDispatcher(t, lis, acceptingDispatcher{})
 
 	lost, leader := lostLis.Addr().String(), lis.Addr().String()
 	d := newFakeDiscovery(lost, leader)
@@ -233,6 +225,19 @@ func TestConnectSkipsTheLostLeader(t *testing.T) {
 	if took := time.Since(start); took >= announcedLeaderWait {
 		t.Errorf("connect took %s: it waited on the lost leader alone", took)
 	}
+}
+
+// serveDispatcher serves d on lis under a test CA's manager certificate
+// until the test ends, and returns a worker's client credentials of that
+// CA.
+func serveDispatcher(t *testing.T, lis net.Listener, d skiffpb.DispatcherServer) credentials.TransportCredentials {
+	t.Helper()
+	server, client := testCreds(t)
+	srv := grpc.NewServer(grpc.Creds(server))
+	skiffpb.RegisterDispatcherServer(srv, d)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return client
 }
 
 // describeOnly is an Executor that can only describe its node.

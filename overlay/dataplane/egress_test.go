@@ -1,9 +1,7 @@
 package dataplane
 
 import (
-	"bufio"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -19,31 +17,9 @@ import (
 // egress sees.
 func serveSource(tb testing.TB, path string, addr netip.AddrPort) {
 	tb.Helper()
-	var l net.Listener
-	err := inNS(path, func() (err error) {
-		l, err = net.Listen("tcp4", addr.String())
-		return err
+	serveWith(tb, path, addr, func(c net.Conn) string {
+		return c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap().String()
 	})
-	if err != nil {
-		tb.Fatalf("listen on %v in %s: %v", addr, path, err)
-	}
-	tb.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(waitFor))
-				if _, err := bufio.NewReader(c).ReadString('\n'); err == nil {
-					from := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
-					fmt.Fprintf(c, "%s\n", from)
-				}
-			}()
-		}
-	}()
 }
 
 // TestEgress: a task with a gateway reaches an address outside the cluster

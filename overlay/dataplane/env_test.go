@@ -222,6 +222,13 @@ func setSysctl(tb testing.TB, path, key, value string) {
 // path, with one line naming who answered.
 func serve(tb testing.TB, path string, addr netip.AddrPort, name string) {
 	tb.Helper()
+	serveWith(tb, path, addr, func(net.Conn) string { return name })
+}
+
+// serveWith answers every TCP connection to addr, inside the namespace at
+// path, with the line answer gives for it.
+func serveWith(tb testing.TB, path string, addr netip.AddrPort, answer func(net.Conn) string) {
+	tb.Helper()
 	var l net.Listener
 	err := inNS(path, func() (err error) {
 		l, err = net.Listen("tcp4", addr.String())
@@ -241,7 +248,7 @@ func serve(tb testing.TB, path string, addr netip.AddrPort, name string) {
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(waitFor))
 				if _, err := bufio.NewReader(c).ReadString('\n'); err == nil {
-					fmt.Fprintf(c, "%s\n", name)
+					fmt.Fprintf(c, "%s\n", answer(c))
 				}
 			}()
 		}
