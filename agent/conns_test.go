@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-
 	skiffpb "github.com/skiffhq/skiff/proto"
 )
 
