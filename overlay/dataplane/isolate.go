@@ -176,6 +176,17 @@ func ifname(name string) []byte {
 
 func ptr[T any](v T) *T { return &v }
 
+// SyncRules brings the Plane's nftables tables, and the host firewall's
+// accept rules, in line with its devices again. They are written whenever a
+// network comes or goes; a firewall reload or an administrator's flush
+// between those times would otherwise leave the overlay cut off, or its
+// isolation gone, until the next one. It writes nothing when all is right.
+func (p *Plane) SyncRules() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.syncRules()
+}
+
 // syncRules brings both of the Plane's nftables tables in line with its
 // devices.
 func (p *Plane) syncRules() error {

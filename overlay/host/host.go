@@ -28,6 +28,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 
@@ -208,14 +209,36 @@ func (h *Host) Mesh() *mesh.Mesh { return h.mesh }
 // their network while the agent restarts.
 func (h *Host) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); h.table.Run(ctx) }()
 	go func() { defer wg.Done(); h.sendDirect(ctx) }()
 	go func() { defer wg.Done(); _ = h.mesh.Run(ctx) }()
+	go func() { defer wg.Done(); h.keepRules(ctx) }()
 	<-ctx.Done()
 	h.dns.closeAll()
 	wg.Wait()
 	h.plane.Close()
+}
+
+// rulesCheck is how often the host's firewall rules are checked against
+// the overlay's devices (see dataplane.Plane.SyncRules).
+const rulesCheck = 30 * time.Second
+
+// keepRules puts the overlay's firewall rules back when something else
+// removed them, until ctx ends.
+func (h *Host) keepRules(ctx context.Context) {
+	tick := time.NewTicker(rulesCheck)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if err := h.plane.SyncRules(); err != nil {
+			h.logger.Warn("check the overlay's firewall rules", "error", err)
+		}
+	}
 }
 
 // Assigned takes the leader's view of the host's networks, and on a full

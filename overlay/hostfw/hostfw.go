@@ -43,11 +43,15 @@ const dockerUserChain = "DOCKER-USER"
 // comment marks skiff's rules, for whoever lists the chain.
 const comment = "skiff overlay"
 
-// Firewall keeps the accept rules of one bridge-name prefix.
+// Firewall keeps the accept rules of one bridge-name prefix. Its methods
+// are not safe for concurrent use; the Plane serialises them.
 type Firewall struct {
 	ipt    *iptables.IPTables
 	bridge string // the bridges' name pattern, such as "sk-br-+"
 	log    *slog.Logger
+	// closed is set by a Close that succeeded, until the next Open: a host
+	// without networks need not look at its chains again and again.
+	closed bool
 }
 
 // New returns the Firewall of bridges whose names start with prefix
@@ -94,6 +98,7 @@ func (f *Firewall) chain() (string, error) {
 // Open makes sure the rules are at the head of the chain. It is cheap when
 // they are: one listing.
 func (f *Firewall) Open() error {
+	f.closed = false
 	chain, err := f.chain()
 	if err != nil {
 		return err
@@ -147,20 +152,26 @@ func sameRule(listed string, spec []string) bool {
 	return len(fields) >= 2 && slices.Equal(fields[2:], want)
 }
 
-// Close removes the rules, from both chains they may be in.
+// Close removes the rules from the chain they are kept in.
 func (f *Firewall) Close() error {
+	if f.closed {
+		return nil
+	}
 	chain, err := f.chain()
 	if err != nil {
 		return err
 	}
-	f.remove(chain)
-	f.log.Info("no longer accepting forwarded traffic of skiff's bridges", "chain", chain)
+	f.closed = true
+	if f.remove(chain) > 0 {
+		f.log.Info("no longer accepting forwarded traffic of skiff's bridges", "chain", chain)
+	}
 	return nil
 }
 
-// remove deletes every copy of the rules from chain; missing ones are
-// fine.
-func (f *Firewall) remove(chain string) {
+// remove deletes every copy of the rules from chain, and says how many it
+// deleted; missing ones are fine.
+func (f *Firewall) remove(chain string) int {
+	n := 0
 	for _, r := range f.rules() {
 		for {
 			ok, err := f.ipt.Exists("filter", chain, r...)
@@ -171,6 +182,8 @@ func (f *Firewall) remove(chain string) {
 				f.log.Warn("remove a skiff rule from iptables", "chain", chain, "error", err)
 				break
 			}
+			n++
 		}
 	}
+	return n
 }
