@@ -79,8 +79,8 @@ func TestEgress(t *testing.T) {
 }
 
 // TestEgressRulesFollowTheDevices: a network's egress rule follows its
-// bridge: rewritten when the network turns internal, and left alone when
-// nothing changed.
+// bridge: rewritten when the network turns internal, and written again by
+// SyncRules after someone else removed it.
 func TestEgressRulesFollowTheDevices(t *testing.T) {
 	requireRoot(t)
 	hst := newHosts(t, 1, 1500)[0]
@@ -99,6 +99,18 @@ func TestEgressRulesFollowTheDevices(t *testing.T) {
 	must(t, hst.plane.EnsureNetwork(n))
 	if got, want := rules(), []string{"skiff: internal sk-br-4310"}; !slices.Equal(got, want) {
 		t.Fatalf("after internal: rules %q, want %q", got, want)
+	}
+	// Flushed by someone else (a firewall reload): SyncRules puts both
+	// tables back.
+	conn.DelTable(hst.plane.egressTable())
+	conn.DelTable(hst.plane.isolationTable())
+	must(t, conn.Flush())
+	must(t, hst.plane.SyncRules())
+	if got, want := rules(), []string{"skiff: internal sk-br-4310"}; !slices.Equal(got, want) {
+		t.Fatalf("after a flush and SyncRules: rules %q, want %q", got, want)
+	}
+	if !hasTable(t, conn, hst.plane.isolationTable()) {
+		t.Error("SyncRules did not put the isolation table back")
 	}
 }
 
