@@ -120,26 +120,34 @@ func joinHost(current string, info *skiffpb.ClusterInfoResponse) string {
 func (a *app) clusterUpdateCommand() *cobra.Command {
 	var expiry time.Duration
 	var rotateGossipKey bool
+	var maxReplicas uint64
 	cmd := &cobra.Command{
 		Use:   "update [OPTIONS]",
 		Short: "Update the cluster's settings",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			setExpiry := cmd.Flags().Changed("cert-expiry")
-			if !setExpiry && !rotateGossipKey {
-				return errors.New("nothing to update: give --cert-expiry or --rotate-gossip-key")
+			setMax := cmd.Flags().Changed("max-replicas")
+			if !setExpiry && !rotateGossipKey && !setMax {
+				return errors.New("nothing to update: give --cert-expiry, --max-replicas or --rotate-gossip-key")
+			}
+			if setMax && maxReplicas == 0 {
+				return errors.New("--max-replicas must be at least 1")
 			}
 			ctl, err := a.control()
 			if err != nil {
 				return err
 			}
 			if _, err := ctl.UpdateCluster(cmd.Context(), &skiffpb.UpdateClusterRequest{
-				CertExpiry: int64(expiry), RotateGossipKey: rotateGossipKey,
+				CertExpiry: int64(expiry), RotateGossipKey: rotateGossipKey, MaxReplicas: maxReplicas,
 			}); err != nil {
 				return err
 			}
 			if setExpiry {
 				fmt.Fprintln(a.stdout(), "Cluster updated; certificates issued from now on, renewals included, last", expiry)
+			}
+			if setMax {
+				fmt.Fprintln(a.stdout(), "Cluster updated; a service may have up to", maxReplicas, "replicas")
 			}
 			if rotateGossipKey {
 				fmt.Fprintln(a.stdout(), "Gossip key rotation started: every node installs the new key now, encrypts with it in about 10s, and drops the old one about 10s later.")
@@ -148,6 +156,7 @@ func (a *app) clusterUpdateCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().DurationVar(&expiry, "cert-expiry", 0, "Validity period for node certificates (ns|us|ms|s|m|h), for example 2160h")
+	cmd.Flags().Uint64Var(&maxReplicas, "max-replicas", 0, "Most replicas one service may have (default 100000)")
 	cmd.Flags().BoolVar(&rotateGossipKey, "rotate-gossip-key", false, "Replace the gossip encryption key with a new one, without a pause in gossip")
 	return cmd
 }
@@ -197,6 +206,7 @@ func printClusterInfo(w io.Writer, info *skiffpb.ClusterInfoResponse) error {
 	fmt.Fprintf(tw, "Nodes:\t%d ready / %d total\n", info.GetReadyNodes(), info.GetNodes())
 	fmt.Fprintf(tw, "Services:\t%d\n", info.GetServices())
 	fmt.Fprintf(tw, "Tasks:\t%d\n", info.GetTasks())
+	fmt.Fprintf(tw, "Replicas:\tat most %d per service\n", info.GetMaxReplicas())
 	fmt.Fprintf(tw, "Raft:\tterm %d, index %d\n", info.GetRaftTerm(), info.GetRaftIndex())
 	fmt.Fprintf(tw, "Version:\t%s\n", info.GetVersion())
 	if err := tw.Flush(); err != nil {

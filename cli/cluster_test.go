@@ -581,7 +581,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"node", "lss"}, `skiff: unknown command: skiff node lss`},
 		{[]string{"node", "ls", "--bogus"}, "unknown flag: --bogus"},
 		{[]string{"node", "update", "h1"}, "nothing to update"},
-		{[]string{"cluster", "update"}, "nothing to update: give --cert-expiry or --rotate-gossip-key"},
+		{[]string{"cluster", "update"}, "nothing to update: give --cert-expiry, --max-replicas or --rotate-gossip-key"},
 		{[]string{"node", "update", "--availability", "gone", "h1"}, `invalid availability "gone"`},
 		{[]string{"stack", "deploy", "demo"}, "no compose file given"},
 	} {

@@ -3974,8 +3974,13 @@ type Cluster struct {
 	// nanoseconds, the leader's clock): a stage of a rotation stands for a
 	// settle time from then before the next.
 	GossipKeysChangedAt int64 `protobuf:"varint,15,opt,name=gossip_keys_changed_at,json=gossipKeysChangedAt,proto3" json:"gossip_keys_changed_at,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// max_replicas bounds the replicas of one service; 0 means the default,
+	// 100,000. Each replica is a task the leader builds and stores, so an
+	// unbounded count (replicas: 1000000000) would take every leader in
+	// turn down with it.
+	MaxReplicas   uint64 `protobuf:"varint,16,opt,name=max_replicas,json=maxReplicas,proto3" json:"max_replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Cluster) Reset() {
@@ -4109,6 +4114,13 @@ func (x *Cluster) GetGossipKeyStage() GossipKeyStage {
 func (x *Cluster) GetGossipKeysChangedAt() int64 {
 	if x != nil {
 		return x.GossipKeysChangedAt
+	}
+	return 0
+}
+
+func (x *Cluster) GetMaxReplicas() uint64 {
+	if x != nil {
+		return x.MaxReplicas
 	}
 	return 0
 }
@@ -6023,8 +6035,10 @@ type UpdateClusterRequest struct {
 	// rotate_gossip_key starts a rotation of the gossip key; it is refused
 	// while one is under way.
 	RotateGossipKey bool `protobuf:"varint,2,opt,name=rotate_gossip_key,json=rotateGossipKey,proto3" json:"rotate_gossip_key,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// max_replicas, when not 0, sets Cluster.max_replicas.
+	MaxReplicas   uint64 `protobuf:"varint,3,opt,name=max_replicas,json=maxReplicas,proto3" json:"max_replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateClusterRequest) Reset() {
@@ -6069,6 +6083,13 @@ func (x *UpdateClusterRequest) GetRotateGossipKey() bool {
 		return x.RotateGossipKey
 	}
 	return false
+}
+
+func (x *UpdateClusterRequest) GetMaxReplicas() uint64 {
+	if x != nil {
+		return x.MaxReplicas
+	}
+	return 0
 }
 
 type ClusterInfoRequest struct {
@@ -6194,17 +6215,19 @@ func (x *ManagerInfo) GetSuffrage() string {
 }
 
 type ClusterInfoResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	Leader        string                 `protobuf:"bytes,2,opt,name=leader,proto3" json:"leader,omitempty"`
-	Managers      []*ManagerInfo         `protobuf:"bytes,3,rep,name=managers,proto3" json:"managers,omitempty"`
-	Nodes         uint64                 `protobuf:"varint,4,opt,name=nodes,proto3" json:"nodes,omitempty"`
-	ReadyNodes    uint64                 `protobuf:"varint,5,opt,name=ready_nodes,json=readyNodes,proto3" json:"ready_nodes,omitempty"`
-	Version       string                 `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
-	RaftTerm      uint64                 `protobuf:"varint,7,opt,name=raft_term,json=raftTerm,proto3" json:"raft_term,omitempty"`
-	RaftIndex     uint64                 `protobuf:"varint,8,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
-	Services      uint64                 `protobuf:"varint,9,opt,name=services,proto3" json:"services,omitempty"`
-	Tasks         uint64                 `protobuf:"varint,10,opt,name=tasks,proto3" json:"tasks,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId  string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Leader     string                 `protobuf:"bytes,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	Managers   []*ManagerInfo         `protobuf:"bytes,3,rep,name=managers,proto3" json:"managers,omitempty"`
+	Nodes      uint64                 `protobuf:"varint,4,opt,name=nodes,proto3" json:"nodes,omitempty"`
+	ReadyNodes uint64                 `protobuf:"varint,5,opt,name=ready_nodes,json=readyNodes,proto3" json:"ready_nodes,omitempty"`
+	Version    string                 `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	RaftTerm   uint64                 `protobuf:"varint,7,opt,name=raft_term,json=raftTerm,proto3" json:"raft_term,omitempty"`
+	RaftIndex  uint64                 `protobuf:"varint,8,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	Services   uint64                 `protobuf:"varint,9,opt,name=services,proto3" json:"services,omitempty"`
+	Tasks      uint64                 `protobuf:"varint,10,opt,name=tasks,proto3" json:"tasks,omitempty"`
+	// max_replicas is the bound on one service's replicas now in force.
+	MaxReplicas   uint64 `protobuf:"varint,11,opt,name=max_replicas,json=maxReplicas,proto3" json:"max_replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -6305,6 +6328,13 @@ func (x *ClusterInfoResponse) GetServices() uint64 {
 func (x *ClusterInfoResponse) GetTasks() uint64 {
 	if x != nil {
 		return x.Tasks
+	}
+	return 0
+}
+
+func (x *ClusterInfoResponse) GetMaxReplicas() uint64 {
+	if x != nil {
+		return x.MaxReplicas
 	}
 	return 0
 }
@@ -8206,7 +8236,7 @@ const file_skiff_proto_rawDesc = "" +
 	" \x01(\v2\x14.skiff.v1.TaskStatusR\x06status\x127\n" +
 	"\bnetworks\x18\v \x03(\v2\x1b.skiff.v1.NetworkAttachmentR\bnetworks\x12+\n" +
 	"\x05ports\x18\f \x03(\v2\x15.skiff.v1.PortBindingR\x05ports\x12\x18\n" +
-	"\aattempt\x18\r \x01(\x04R\aattempt\"\xd8\x04\n" +
+	"\aattempt\x18\r \x01(\x04R\aattempt\"\xfb\x04\n" +
 	"\aCluster\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\"\n" +
 	"\x04meta\x18\x02 \x01(\v2\x0e.skiff.v1.MetaR\x04meta\x12*\n" +
@@ -8226,7 +8256,8 @@ const file_skiff_proto_rawDesc = "" +
 	"\vgossip_keys\x18\r \x03(\fR\n" +
 	"gossipKeys\x12B\n" +
 	"\x10gossip_key_stage\x18\x0e \x01(\x0e2\x18.skiff.v1.GossipKeyStageR\x0egossipKeyStage\x123\n" +
-	"\x16gossip_keys_changed_at\x18\x0f \x01(\x03R\x13gossipKeysChangedAt\"\xcd\x06\n" +
+	"\x16gossip_keys_changed_at\x18\x0f \x01(\x03R\x13gossipKeysChangedAt\x12!\n" +
+	"\fmax_replicas\x18\x10 \x01(\x04R\vmaxReplicas\"\xcd\x06\n" +
 	"\vStoreAction\x124\n" +
 	"\vput_cluster\x18\x01 \x01(\v2\x11.skiff.v1.ClusterH\x00R\n" +
 	"putCluster\x12+\n" +
@@ -8348,11 +8379,12 @@ const file_skiff_proto_rawDesc = "" +
 	"\x0erotate_manager\x18\x02 \x01(\bR\rrotateManager\"F\n" +
 	"\x12JoinTokensResponse\x12\x16\n" +
 	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x18\n" +
-	"\amanager\x18\x02 \x01(\tR\amanager\"c\n" +
+	"\amanager\x18\x02 \x01(\tR\amanager\"\x86\x01\n" +
 	"\x14UpdateClusterRequest\x12\x1f\n" +
 	"\vcert_expiry\x18\x01 \x01(\x03R\n" +
 	"certExpiry\x12*\n" +
-	"\x11rotate_gossip_key\x18\x02 \x01(\bR\x0frotateGossipKey\"\x14\n" +
+	"\x11rotate_gossip_key\x18\x02 \x01(\bR\x0frotateGossipKey\x12!\n" +
+	"\fmax_replicas\x18\x03 \x01(\x04R\vmaxReplicas\"\x14\n" +
 	"\x12ClusterInfoRequest\"\xc9\x01\n" +
 	"\vManagerInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
@@ -8360,7 +8392,7 @@ const file_skiff_proto_rawDesc = "" +
 	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x12\x16\n" +
 	"\x06leader\x18\x04 \x01(\bR\x06leader\x12:\n" +
 	"\freachability\x18\x05 \x01(\x0e2\x16.skiff.v1.ReachabilityR\freachability\x12\x1a\n" +
-	"\bsuffrage\x18\x06 \x01(\tR\bsuffrage\"\xbe\x02\n" +
+	"\bsuffrage\x18\x06 \x01(\tR\bsuffrage\"\xe1\x02\n" +
 	"\x13ClusterInfoResponse\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
@@ -8375,7 +8407,8 @@ const file_skiff_proto_rawDesc = "" +
 	"raft_index\x18\b \x01(\x04R\traftIndex\x12\x1a\n" +
 	"\bservices\x18\t \x01(\x04R\bservices\x12\x14\n" +
 	"\x05tasks\x18\n" +
-	" \x01(\x04R\x05tasks\"i\n" +
+	" \x01(\x04R\x05tasks\x12!\n" +
+	"\fmax_replicas\x18\v \x01(\x04R\vmaxReplicas\"i\n" +
 	"\fWatchRequest\x12)\n" +
 	"\x05kinds\x18\x01 \x03(\x0e2\x13.skiff.v1.WatchKindR\x05kinds\x12\x14\n" +
 	"\x05stack\x18\x02 \x01(\tR\x05stack\x12\x18\n" +

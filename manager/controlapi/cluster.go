@@ -28,6 +28,7 @@ func (s *Server) ClusterInfo(ctx context.Context, _ *skiffpb.ClusterInfoRequest)
 	resp := &skiffpb.ClusterInfoResponse{Leader: leaderID, Version: s.cfg.Version, RaftTerm: s.cfg.Raft.Term()}
 	s.store.View(func(tx state.ReadTx) {
 		resp.ClusterId = tx.Cluster().GetId()
+		resp.MaxReplicas = maxReplicas(tx.Cluster())
 		resp.RaftIndex = tx.Index()
 		resp.Services = uint64(len(tx.Services()))
 		resp.Tasks = uint64(tx.CountTasks())
@@ -182,6 +183,10 @@ func (s *Server) UpdateCluster(ctx context.Context, req *skiffpb.UpdateClusterRe
 		changed := false
 		if req.GetCertExpiry() != 0 && req.GetCertExpiry() != c.GetCertExpiry() {
 			c.CertExpiry = req.GetCertExpiry()
+			changed = true
+		}
+		if m := req.GetMaxReplicas(); m != 0 && m != c.GetMaxReplicas() {
+			c.MaxReplicas = m
 			changed = true
 		}
 		if req.GetRotateGossipKey() {

@@ -91,6 +91,9 @@ func (s *Server) UpdateService(ctx context.Context, req *skiffpb.UpdateServiceRe
 				return
 			}
 			spec.Replicas = req.GetReplicas()
+			if err = checkReplicas(tx.Cluster(), spec); err != nil {
+				return
+			}
 		}
 		rolling := false
 		if req.Image != nil && req.GetImage() != spec.GetContainer().GetImage() {

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/skiffhq/skiff/manager/allocator"
@@ -36,6 +38,12 @@ func (s *Server) DeployStack(ctx context.Context, req *skiffpb.DeployStackReques
 		err     error
 	)
 	s.store.View(func(tx state.ReadTx) {
+		if err = checkReplicas(tx.Cluster(), spec.GetServices()...); err != nil {
+			return
+		}
+		if err = checkNameOwners(tx, spec); err != nil {
+			return
+		}
 		if err = checkPortConflicts(tx, spec); err != nil {
 			return
 		}
@@ -304,6 +312,53 @@ func validateService(ss *skiffpb.ServiceSpec) error {
 			return invalid("service %s publishes port %d/%s twice", ss.GetName(), p.GetPublishedPort(), protoName(p.GetProtocol()))
 		}
 		seen[key] = true
+	}
+	return nil
+}
+
+// DefaultMaxReplicas bounds one service's replicas unless the cluster says
+// otherwise (skiff cluster update --max-replicas).
+const DefaultMaxReplicas = 100_000
+
+// maxReplicas is the bound on one service's replicas now in force.
+func maxReplicas(c *skiffpb.Cluster) uint64 {
+	if m := c.GetMaxReplicas(); m > 0 {
+		return m
+	}
+	return DefaultMaxReplicas
+}
+
+// checkReplicas refuses a service with more replicas than the cluster
+// allows: every replica is a task the leader builds and stores, and a
+// typo of a few zeros would otherwise take each leader in turn down.
+func checkReplicas(c *skiffpb.Cluster, services ...*skiffpb.ServiceSpec) error {
+	limit := maxReplicas(c)
+	for _, ss := range services {
+		if n := ss.GetReplicas(); n > limit {
+			return invalid("service %s: %d replicas is more than this cluster allows (%d); if that many is meant, raise the limit with `skiff cluster update --max-replicas N`",
+				ss.GetName(), n, limit)
+		}
+	}
+	return nil
+}
+
+// checkNameOwners refuses a stack whose services or networks would take
+// over a name another stack owns. Names are <stack>_<name>, so stack a_b's
+// service c and stack a's service b_c are both a_b_c: deploying a_b would
+// silently move a's service into it, and removing a would delete a network
+// a_b still uses.
+func checkNameOwners(tx state.ReadTx, spec *skiffpb.StackSpec) error {
+	for _, ss := range spec.GetServices() {
+		if sv := tx.ServiceByName(ss.GetName()); sv != nil && sv.GetSpec().GetStack() != spec.GetName() {
+			return status.Errorf(codes.AlreadyExists, "service name %s is already taken by stack %s's service; rename the stack or the service",
+				ss.GetName(), sv.GetSpec().GetStack())
+		}
+	}
+	for _, ns := range spec.GetNetworks() {
+		if n := tx.NetworkByName(ns.GetName()); n != nil && n.GetSpec().GetStack() != spec.GetName() {
+			return status.Errorf(codes.AlreadyExists, "network name %s is already taken by stack %s's network; rename the stack or the network",
+				ns.GetName(), n.GetSpec().GetStack())
+		}
 	}
 	return nil
 }
