@@ -30,7 +30,9 @@ func stackOf(stack, service string, replicas uint64) *skiffpb.StackSpec {
 
 // passedChecks reports whether a deploy got past every check: the fake
 // Raft refuses the proposal itself.
-func passedChecks(err error) bool { return errors.Is(err, raftnode.ErrNotLeader) || status.Code(err) == codes.Unavailable }
+func passedChecks(err error) bool {
+	return errors.Is(err, raftnode.ErrNotLeader) || status.Code(err) == codes.Unavailable
+}
 
 func seed(t *testing.T, store *state.Store, actions ...*skiffpb.StoreAction) {
 	t.Helper()
