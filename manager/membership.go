@@ -2,9 +2,9 @@ package manager
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/skiffhq/skiff/gossip"
 	"github.com/skiffhq/skiff/manager/controlapi"
@@ -29,15 +29,17 @@ type membership struct {
 	mu sync.Mutex
 	// managersAlive is gossip's view of which managers are up, by name.
 	managersAlive map[string]bool
-	// deadAgents names the agents gossip declared dead and has not seen
-	// since.
-	deadAgents map[string]bool
+	// deadAgents holds when gossip declared each agent dead, for the
+	// agents it has not seen since.
+	deadAgents map[string]time.Time
+	// now is the clock of those verdicts; time.Now but in tests.
+	now func() time.Time
 	// onAgentDead, when set, hears of each agent gossip declares dead.
 	onAgentDead func(name string)
 }
 
 func newMembership(name string, raft *raftnode.Node, store *state.Store) *membership {
-	return &membership{name: name, raft: raft, store: store, managersAlive: map[string]bool{}, deadAgents: map[string]bool{}}
+	return &membership{name: name, raft: raft, store: store, managersAlive: map[string]bool{}, deadAgents: map[string]time.Time{}, now: time.Now}
 }
 
 // observe follows gossip's membership events: managers' liveness for
@@ -56,7 +58,7 @@ func (ms *membership) observe(ev gossip.Event) {
 		// is remembered too, for the dispatcher of a later term.
 		ms.mu.Lock()
 		if ev.Kind == gossip.MemberFailed {
-			ms.deadAgents[ev.Member.Name] = true
+			ms.deadAgents[ev.Member.Name] = ms.now()
 		} else {
 			delete(ms.deadAgents, ev.Member.Name)
 		}
@@ -68,11 +70,25 @@ func (ms *membership) observe(ev gossip.Event) {
 	}
 }
 
-// DeadAgents names the agents gossip has declared dead and not heard since.
-func (ms *membership) DeadAgents() []string {
+// DeadAgents names the agents gossip declared dead within the last
+// within, and has not heard from since. An older verdict may be stale: an
+// agent cut off by a partition is declared dead, and after the heal its
+// revival can take a push-pull round or more to reach this manager; a
+// verdict that old was either acted on by the previous leader already (the
+// node is Down) or is wrong (it came back). The dispatcher then judges the
+// node by its own evidence, as any other.
+func (ms *membership) DeadAgents(within time.Duration) []string {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
-	return slices.Collect(maps.Keys(ms.deadAgents))
+	now := ms.now()
+	var out []string
+	for name, at := range ms.deadAgents {
+		if now.Sub(at) <= within {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // ProbeAgent asks gossip whether the named node's agent answers now.

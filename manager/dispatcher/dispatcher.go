@@ -53,11 +53,12 @@ type Membership interface {
 	// IsManager reports whether a node name belongs to a Raft member.
 	IsManager(name string) bool
 	// DeadAgents names the nodes whose agents gossip's failure detector
-	// declared dead and has not heard from since. A new term starts their
-	// grace as already over, where every other node's starts afresh: a
-	// leader that took office after the verdict (its own host's death,
-	// say) would otherwise give a dead host a whole grace more.
-	DeadAgents() []string
+	// declared dead within the last within, and has not heard from since.
+	// A new term starts their grace as already over, where every other
+	// node's starts afresh: a leader that took office after the verdict
+	// (its own host's death, say) would otherwise give a dead host a whole
+	// grace more.
+	DeadAgents(within time.Duration) []string
 	// ProbeAgent is gossip's second opinion on a node the leader has not
 	// heard from: whether its agent answers a direct probe now. It may
 	// take memberlist's probe timeout.
@@ -152,7 +153,11 @@ func New(cfg Config) *Dispatcher {
 // closing every session so the agents go find the next leader.
 func (d *Dispatcher) Run(ctx context.Context) {
 	statuses := newStatusBuffer()
-	dead := d.cfg.Membership.DeadAgents()
+	// Only fresh verdicts: an older one was acted on by the previous
+	// leader, or has been overtaken by the agent's return (see
+	// membership.DeadAgents), and a stale one cost a healthy host its
+	// tasks in CI's failover test.
+	dead := d.cfg.Membership.DeadAgents(2 * d.cfg.DownGrace)
 	d.mu.Lock()
 	// The hub watches before any session of this term can subscribe to it.
 	changes, stopWatch := d.store.ViewAndWatch(func(tx state.ReadTx) {

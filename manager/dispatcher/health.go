@@ -356,8 +356,8 @@ func (d *Dispatcher) markDown(ctx context.Context, nodes []questioned) {
 // (a test's, or a simulation's): nodes are judged by heartbeats alone.
 type noMembership struct{}
 
-func (noMembership) LeaderAPIAddr() string            { return "" }
-func (noMembership) ManagerAPIAddrs() []string        { return nil }
-func (noMembership) IsManager(string) bool            { return false }
-func (noMembership) DeadAgents() []string             { return nil }
-func (noMembership) ProbeAgent(string) gossip.Opinion { return gossip.Unknown }
+func (noMembership) LeaderAPIAddr() string             { return "" }
+func (noMembership) ManagerAPIAddrs() []string         { return nil }
+func (noMembership) IsManager(string) bool             { return false }
+func (noMembership) DeadAgents(time.Duration) []string { return nil }
+func (noMembership) ProbeAgent(string) gossip.Opinion  { return gossip.Unknown }

@@ -210,7 +210,7 @@ type fakeMembership struct {
 	probed   map[string]int
 }
 
-func (f *fakeMembership) DeadAgents() []string { return f.dead }
+func (f *fakeMembership) DeadAgents(time.Duration) []string { return f.dead }
 
 func (f *fakeMembership) ProbeAgent(name string) gossip.Opinion {
 	f.mu.Lock()
