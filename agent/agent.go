@@ -313,7 +313,13 @@ func (a *Agent) sessionLoop(ctx context.Context) error {
 			continue
 		}
 		backoff.reset()
-		a.run(ctx, est)
+		if err := a.run(ctx, est); errors.Is(err, errLeaderSilent) {
+			// The connection may be dead without a word (a host cut off):
+			// a call on it would wait out the whole registration timeout,
+			// where a fresh dial gives up after the connect timeout, and
+			// the round of registrations waits for its slowest attempt.
+			a.conns.drop(est.addr)
+		}
 		_, term := a.discovery.Leader()
 		lost = lostLeader{addr: est.addr, term: term}
 	}

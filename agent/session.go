@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -30,8 +31,11 @@ const statusBatchMax = 1024
 // the messages, not the changes, are the cost.
 const statusLinger = 20 * time.Millisecond
 
-// run runs an established session until it ends.
-func (a *Agent) run(ctx context.Context, est *established) {
+// errLeaderSilent ends a session whose leader stopped answering.
+var errLeaderSilent = errors.New("no word from the leader")
+
+// run runs an established session until it ends, and says why.
+func (a *Agent) run(ctx context.Context, est *established) error {
 	defer est.close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -68,7 +72,7 @@ func (a *Agent) run(ctx context.Context, est *established) {
 	// this may be a new leader: tell it everything.
 	if err := s.sendStatuses(a.worker.statuses()); err != nil {
 		a.logger.Info("session ended", "leader", est.addr, "reason", err)
-		return
+		return err
 	}
 	errc := make(chan error, 3)
 	go func() { errc <- s.receive(ctx) }()
@@ -79,6 +83,7 @@ func (a *Agent) run(ctx context.Context, est *established) {
 	<-errc
 	<-errc
 	a.logger.Info("session ended", "leader", est.addr, "reason", err)
+	return err
 }
 
 // agentSession is one established session.
@@ -168,7 +173,7 @@ func (s *agentSession) send(ctx context.Context) error {
 			}
 			heard := time.Since(time.Unix(0, s.lastAck.Load()))
 			if heard > missedAcks*period {
-				return fmt.Errorf("no word from the leader for %s", heard.Round(time.Millisecond))
+				return fmt.Errorf("%w for %s", errLeaderSilent, heard.Round(time.Millisecond))
 			}
 			// Any message is proof of life, both ways: while statuses go
 			// up and assignments come down within a period, a heartbeat

@@ -20,8 +20,14 @@ import (
 // SKIFF_E2E_FAILOVER_LOOPS environment variable overrides it.
 const failoverLoops = 10
 
-// replacedWithin is how soon the tasks of a lost host must run elsewhere.
-const replacedWithin = 3 * time.Second
+// replacedWithin bounds how soon the tasks of a lost host run elsewhere, as
+// this test sees it: through `service ps` over mutual TLS, polled, with
+// calls that fail while the leader changes. The 3 s target is the
+// benchmark's (bench/run's hostfail and leaderhost, docs/benchmarks.md),
+// measured without that noise; here twice it catches a lost host's tasks
+// waiting out a grace they should not, without failing CI on a slow poll
+// (3.03 s and 3.14 s were seen beside a median of about 2 s).
+const replacedWithin = 6 * time.Second
 
 // settleWatch is how long a fault's survivors are watched for a late,
 // wrong verdict: a grace (2 s) and the second opinion's extension (2 s)
