@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -311,8 +312,10 @@ func (m *Manager) newAPIServer(fwd *forwarder) *grpc.Server {
 		// authz then refuses each call its caller's role does not allow,
 		// before a follower forwards anything.
 		grpc.Creds(credentials.NewTLS(ca.ServerConfig(m.creds.pool, m.creds.keypair))),
-		grpc.ChainUnaryInterceptor(authz.Manager.Unary(), fwd.unary),
-		grpc.ChainStreamInterceptor(authz.Manager.Stream(), fwd.stream),
+		// Recovery first, so that a panic anywhere after it, in a handler
+		// or another interceptor, becomes the caller's Internal error.
+		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(recoverPanics(m.logger)), authz.Manager.Unary(), fwd.unary),
+		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(recoverPanics(m.logger)), authz.Manager.Stream(), fwd.stream),
 		// Agents' sessions are long-lived; keepalives notice a dead peer
 		// whose TCP connection never closed (a host that lost power), so
 		// its stream and goroutines are freed. They are only the fallback:
