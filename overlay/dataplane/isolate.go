@@ -134,36 +134,11 @@ func (p *Plane) isolationExprs(vni uint32) []expr.Any {
 // isolationRules returns the comments of the rules in the isolation
 // chain, and whether the table exists.
 func (p *Plane) isolationRules(conn *nftables.Conn) (comments []string, exists bool, err error) {
-	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyINet)
+	comments, exists, err = ruleComments(conn, p.isolationTable(), isolationChain)
 	if err != nil {
-		return nil, false, fmt.Errorf("isolation: list nftables tables: %w", err)
+		return nil, exists, fmt.Errorf("isolation: %w", err)
 	}
-	table := p.isolationTable()
-	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == table.Name }) {
-		return nil, false, nil
-	}
-	chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return nil, true, fmt.Errorf("isolation: list nftables chains: %w", err)
-	}
-	var chain *nftables.Chain
-	for _, c := range chains {
-		if c.Table.Name == table.Name && c.Name == isolationChain {
-			chain = c
-		}
-	}
-	if chain == nil {
-		return nil, true, nil
-	}
-	rules, err := conn.GetRules(table, chain)
-	if err != nil {
-		return nil, true, fmt.Errorf("isolation: list rules of inet %s %s: %w", table.Name, chain.Name, err)
-	}
-	for _, r := range rules {
-		c, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-		comments = append(comments, c)
-	}
-	return comments, true, nil
+	return comments, exists, nil
 }
 
 // ifname is a device name as the kernel compares it: IFNAMSIZ bytes,
